@@ -1,0 +1,1 @@
+"""linepulse API: assets, OEE, downtime and yield."""

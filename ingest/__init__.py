@@ -1,0 +1,1 @@
+"""linepulse ingest: MQTT to PostgreSQL/TimescaleDB, exactly once."""

@@ -314,9 +314,7 @@ class ModbusDevice(_DeviceBase):
 
 
 class OpcUaSecurity(_Model):
-    policy: Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"] = (
-        "None"
-    )
+    policy: Literal["None", "Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"] = "None"
     mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
     certificate: Path | None = None
     private_key: Path | None = None
@@ -464,7 +462,9 @@ class GatewayConfig(_Model):
                 refs.append(m.product)
             for ref in refs:
                 if ref not in tags:
-                    raise ValueError(f"machine {m.name!r} refers to tag {ref!r}, which no device has")
+                    raise ValueError(
+                        f"machine {m.name!r} refers to tag {ref!r}, which no device has"
+                    )
         return self
 
     def machine_path(self, machine: str) -> AssetPath:
@@ -557,7 +557,11 @@ def _describe(err: ValidationError, lines: dict[str, int], file: str, data: Any)
         path = ".".join(loc)
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = f"unknown field (check the spelling; allowed fields are in the example config)"
+            msg = "unknown field (check the spelling; allowed fields are in the example config)"
+        elif e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            path += ".protocol"
+            got = (e.get("ctx") or {}).get("tag", "nothing")
+            msg = f"protocol {got!r} is not supported: use modbus or opcua"
         msgs.append(f"{file}:{_line_of(path, lines)}: {path or '(top level)'}: {msg}")
     return "\n".join(msgs)
 
@@ -570,7 +574,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Gatew
     except OSError as err:
         raise ConfigError(f"{file}: cannot read the config file: {err.strerror}") from None
     try:
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark else file

@@ -100,9 +100,7 @@ class AssetPath:
         """Parse ``site/area/line/machine``."""
         parts = text.split("/")
         if len(parts) != 4:
-            raise ContractError(
-                f"asset path {text!r} must have four parts: site/area/line/machine"
-            )
+            raise ContractError(f"asset path {text!r} must have four parts: site/area/line/machine")
         return cls(*parts)
 
 
@@ -314,7 +312,11 @@ def _loads(raw: bytes) -> Any:
 
 
 def sample_to_dict(s: Sample) -> dict[str, Any]:
-    return {"tag": s.tag, "ts": s.ts, "v": s.value, "q": s.quality.value}
+    """A sample as JSON; a non-finite float goes out as null with quality bad, never as NaN."""
+    v = s.value
+    if isinstance(v, float) and not math.isfinite(v):
+        return {"tag": s.tag, "ts": s.ts, "v": None, "q": Quality.BAD.value}
+    return {"tag": s.tag, "ts": s.ts, "v": v, "q": s.quality.value}
 
 
 def event_to_dict(e: Event) -> dict[str, Any]:
@@ -495,6 +497,4 @@ def _decode_status(o: Mapping[str, Any], agent: str) -> StatusMessage:
             )
         except ContractError as err:
             raise ContractError(f"tags[{i}]: {err}") from None
-    return StatusMessage(
-        agent=agent, status=status, ts=check_ts(o.get("ts")), tags=tuple(tags)
-    )
+    return StatusMessage(agent=agent, status=status, ts=check_ts(o.get("ts")), tags=tuple(tags))

@@ -1,0 +1,138 @@
+"""``linepulse``: one command, a subcommand per role.
+
+linepulse edge run --config gateway.yaml     run a gateway agent
+linepulse edge check --config gateway.yaml   validate a config without connecting
+linepulse simulate --opcua-port 4840 --modbus-port 5020
+linepulse demo                               simulated line + agent + local broker
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_agent.errors import ConfigError
+from edge_agent.logs import setup_logging
+
+
+def _edge_run(args: argparse.Namespace) -> int:
+    from edge_agent.agent import Agent
+    from edge_agent.config import load_config
+
+    cfg = load_config(args.config)
+
+    async def main() -> None:
+        agent = Agent(cfg)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    asyncio.run(main())
+    return 0
+
+
+def _edge_check(args: argparse.Namespace) -> int:
+    from edge_agent.config import load_config
+
+    cfg = load_config(args.config)
+    tags = sum(len(d.tags) for d in cfg.devices)
+    print(
+        f"{args.config}: OK — agent {cfg.agent.id}, {len(cfg.devices)} devices, {tags} tags,"
+        f" {len(cfg.machines)} machines, broker {cfg.broker.url}"
+    )
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from edge_agent.simulator import main
+
+    return main(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from edge_agent.demo import run_demo
+
+    return asyncio.run(run_demo(data_dir=args.data_dir, duration=args.duration))
+
+
+def _missing(command: str, extra: str) -> int:
+    print(
+        f"linepulse {command} needs the {extra} extra: pip install 'linepulse[{extra}]'",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="linepulse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-json",
+        action="store_true",
+        default=None,
+        help="JSON logs (default: JSON unless stderr is a terminal)",
+    )
+    roles = parser.add_subparsers(dest="role", required=True, metavar="ROLE")
+
+    edge = roles.add_parser("edge", help="the gateway agent")
+    edge_cmds = edge.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = edge_cmds.add_parser("run", help="read devices and publish to the broker")
+    run.add_argument("--config", "-c", type=Path, required=True, help="gateway YAML file")
+    run.set_defaults(func=_edge_run)
+    check = edge_cmds.add_parser("check", help="validate a gateway config without connecting")
+    check.add_argument("--config", "-c", type=Path, required=True, help="gateway YAML file")
+    check.set_defaults(func=_edge_check)
+
+    sim = roles.add_parser("simulate", help="a simulated packaging line over OPC UA and Modbus")
+    try:
+        from edge_agent.simulator import add_arguments
+    except ImportError:  # a server-only install has no asyncua/pymodbus
+        sim.set_defaults(func=lambda _a: _missing("simulate", "edge"))
+    else:
+        add_arguments(sim)
+        sim.set_defaults(func=_simulate)
+
+    demo = roles.add_parser(
+        "demo", help="simulated line + agent + local broker, printing what flows"
+    )
+    demo.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("./data/demo"),
+        help="where the outbox and the local broker keep their files",
+    )
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after this many seconds (default: until Ctrl-C)",
+    )
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``linepulse`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(json=args.log_json, level=args.log_level)
+    try:
+        return int(args.func(args))
+    except ConfigError as err:
+        print(f"config error:\n{err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

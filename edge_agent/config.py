@@ -378,12 +378,25 @@ class StateSource(_Model):
     def _one(self) -> StateSource:
         if (self.tag is None) == (self.expression is None):
             raise ValueError("give exactly one of tag or expression")
+        if self.expression is not None:
+            self.referenced_tags()  # a disallowed construct fails the load, at its line
         return self
+
+    def referenced_tags(self) -> frozenset[str]:
+        """The tags the state is read from: the tag, or the names in the expression."""
+        if self.tag is not None:
+            return frozenset({self.tag})
+        from edge_agent.machine import Expression  # machine imports this module
+
+        return Expression(self.expression or "").names
 
 
 class Counter(_Model):
     tag: str
     bits: Literal[16, 32, 64] = 32  # the PLC register width, for rollover
+    # Parts a second this counter can never exceed; a larger jump is taken as a reset or a
+    # bad value, not counted (see edge_agent.machine.CounterTracker).
+    max_rate: float | None = Field(default=None, gt=0)
 
 
 class CountersConfig(_Model):
@@ -454,8 +467,8 @@ class GatewayConfig(_Model):
                     )
         for m in self.machines:
             refs = []
-            if m.state and m.state.tag:
-                refs.append(m.state.tag)
+            if m.state:
+                refs += sorted(m.state.referenced_tags())
             if m.counters:
                 refs += [c.tag for c in (m.counters.total, m.counters.good, m.counters.reject) if c]
             if m.product:
@@ -496,7 +509,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any,
 
 _LineLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 

@@ -305,7 +305,7 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
-def _loads(raw: bytes) -> Any:
+def _loads(raw: bytes | bytearray) -> Any:
     if _orjson is not None:
         return _orjson.loads(raw)
     return json.loads(raw)
@@ -439,7 +439,7 @@ def _decode_event(d: object, i: int, now_ms: int | None) -> Event:
         raise ContractError(f"events[{i}]: {err}") from None
 
 
-def decode(raw: bytes, *, now_ms: int | None = None) -> Message:
+def decode(raw: bytes | bytearray, *, now_ms: int | None = None) -> Message:
     """Decode and validate a payload; any defect raises ContractError saying what it is.
 
     ``now_ms`` enables the "not more than a day ahead" check on timestamps.

@@ -63,6 +63,8 @@ class FailureGate:
     def ok(self, **kw: Any) -> None:
         if self._failing_since is not None:
             down = time.monotonic() - self._failing_since
-            self._log.info(f"{self._what} recovered", after_s=round(down, 1), failures=self.failures, **kw)
+            self._log.info(
+                f"{self._what} recovered", after_s=round(down, 1), failures=self.failures, **kw
+            )
         self._failing_since = None
         self.failures = 0

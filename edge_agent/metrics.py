@@ -10,7 +10,9 @@ DEVICE_READS = Counter(
 DEVICE_ERRORS = Counter(
     "linepulse_edge_device_errors", "Failed reads, timeouts and exception responses", ["device"]
 )
-DEVICE_CONNECTED = Gauge("linepulse_edge_device_connected", "1 while the device link is up", ["device"])
+DEVICE_CONNECTED = Gauge(
+    "linepulse_edge_device_connected", "1 while the device link is up", ["device"]
+)
 SCAN_SECONDS = Histogram(
     "linepulse_edge_scan_seconds",
     "Duration of one scan of a scan class",

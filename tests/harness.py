@@ -92,3 +92,76 @@ class Mosquitto:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Collector:
+    """A QoS 1 test subscriber with a persistent session: keeps every decoded message.
+
+    Survives a broker restart without missing what was published meanwhile (the broker
+    queues for its session).
+    """
+
+    def __init__(self, url: str, *, topic: str = "linepulse/v1/#", client_id: str = "") -> None:
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        from edge_agent import contract
+
+        self._contract = contract
+        host, _, port = url.split("://", 1)[1].partition(":")
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"collector-{os.getpid()}-{id(self)}",
+            protocol=mqtt.MQTTv5,
+        )
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self._props = props
+        self._addr = (host, int(port))
+        self._topic = topic
+        self.lock = threading.Lock()
+        self.messages: list[tuple[str, object]] = []
+        self.errors: list[str] = []
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(0.2, 1.0)
+
+    def _on_connect(self, client: object, _u: object, _f: object, rc: object, _p: object) -> None:
+        self.client.subscribe(self._topic, qos=1)
+
+    def _on_message(self, _c: object, _u: object, msg: object) -> None:
+        topic = msg.topic  # type: ignore[attr-defined]
+        try:
+            decoded = self._contract.decode(msg.payload)  # type: ignore[attr-defined]
+        except self._contract.ContractError as err:
+            with self.lock:
+                self.errors.append(f"{topic}: {err}")
+            return
+        with self.lock:
+            self.messages.append((topic, decoded))
+
+    def start(self) -> Collector:
+        self.client.connect(*self._addr, clean_start=False, properties=self._props)
+        self.client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def snapshot(self) -> list[tuple[str, object]]:
+        with self.lock:
+            return list(self.messages)
+
+    def wait_for(self, predicate: object, *, timeout: float = 20.0, what: str = "") -> None:
+        """Poll until ``predicate(snapshot)`` is true, or fail naming ``what``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.snapshot()):  # type: ignore[operator]
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")

@@ -128,7 +128,7 @@ class Collector:
         self.errors: list[str] = []
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.2, 1.0)
+        self.client.reconnect_delay_set(1, 2)
 
     def _on_connect(self, client: object, _u: object, _f: object, rc: object, _p: object) -> None:
         self.client.subscribe(self._topic, qos=1)

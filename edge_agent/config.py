@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from edge_agent.contract import AssetPath, ContractError, check_segment, check_tag
+from edge_agent.decode import register_count
 from edge_agent.errors import ConfigError
 
 # ---------------------------------------------------------------- units
@@ -250,6 +251,8 @@ class ModbusTag(_TagBase):
             raise ValueError("a string tag needs length (in registers, two characters each)")
         if self.datatype != "string" and self.length is not None:
             raise ValueError("length applies only to string tags")
+        if self.datatype in ("bool", "string") and (self.scale != 1.0 or self.offset != 0.0):
+            raise ValueError(f"scale and offset apply to numbers, not to a {self.datatype} tag")
         if self.address + self.register_count > 65536:
             raise ValueError("the tag runs past register 65535")
         return self
@@ -257,11 +260,9 @@ class ModbusTag(_TagBase):
     @property
     def register_count(self) -> int:
         """Registers (or bits, for bit tables) this tag occupies."""
-        if self.table in ("coil", "discrete_input") or self.datatype == "bool":
+        if self.table in ("coil", "discrete_input"):
             return 1
-        if self.datatype == "string":
-            return self.length or 1
-        return {"16": 1, "32": 2, "64": 4}[self.datatype[-2:]]
+        return register_count(self.datatype, self.length)
 
 
 class OpcUaTag(_TagBase):

@@ -10,6 +10,19 @@ from typing import Any
 import structlog
 
 
+class _StderrLogger:
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+    @classmethod
+    def factory(cls, *_args: Any) -> _StderrLogger:
+        return cls()
+
+
 def setup_logging(*, json: bool | None = None, level: str = "info") -> None:
     """Configure structlog and the stdlib root logger once per process."""
     if json is None:
@@ -28,7 +41,7 @@ def setup_logging(*, json: bool | None = None, level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_StderrLogger.factory,
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -33,7 +33,7 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edge_agent.config import ModbusDevice, ModbusTag
 from edge_agent.contract import Quality, Sample
-from edge_agent.decode import decode_registers, register_count
+from edge_agent.decode import decode_registers
 from edge_agent.errors import ConfigError, DecodeError
 from edge_agent.logs import FailureGate
 from edge_agent.metrics import (
@@ -66,9 +66,7 @@ class ReadRequest:
 
 def tag_width(tag: ModbusTag) -> int:
     """Registers (or bits, in a bit table) a tag occupies."""
-    if tag.table in BIT_TABLES:
-        return 1
-    return register_count(tag.datatype, tag.length)
+    return tag.register_count
 
 
 def plan_reads(

@@ -45,6 +45,11 @@ def setup_logging(*, json: bool | None = None, level: str = "info") -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if level.lower() != "debug":
+        # The protocol libraries log every reconnect attempt (asyncua with tracebacks); our
+        # sources already report a failure once and its recovery, so keep theirs for debug.
+        logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
 class FailureGate:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -24,6 +25,7 @@ from edge_agent.config import GatewayConfig, ModbusDevice, OpcUaDevice
 from edge_agent.contract import Event, Kind, Sample, TagInfo
 from edge_agent.engine import TagEngine
 from edge_agent.health import HealthServer
+from edge_agent.logs import FailureGate
 from edge_agent.machine import MachineModel
 from edge_agent.metrics import EVENTS_EMITTED, SAMPLES_REPORTED
 from edge_agent.outbox import Outbox
@@ -74,9 +76,6 @@ class Agent:
             }
             for name in {*self._machine_of_tag.values(), *(m.name for m in config.machines)}
         }
-        self._model_machine = {
-            id(m): cfg.name for m, cfg in zip(self.machines, config.machines, strict=True)
-        }
         self.sources: dict[str, Source] = {
             d.name: _make_source(d, config, self._on_samples) for d in config.devices if d.enabled
         }
@@ -94,6 +93,9 @@ class Agent:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._health: HealthServer | None = None
+        self._flush_gate = FailureGate(log, what="writing to the outbox")
+        self._last_checkpoint: str | None = None
+        self._restore()
 
     # ------------------------------------------------------------ data path
 
@@ -110,7 +112,7 @@ class Agent:
                     by_model[id(m)].append(s)
                     models[id(m)] = m
             for key, batch in by_model.items():
-                self._add_events(self._model_machine[key], models[key].update(batch))
+                self._add_events(models[key].name, models[key].update(batch))
         if self._pending >= self.config.publish.max_batch:
             self._full.set()
 
@@ -121,32 +123,78 @@ class Agent:
             EVENTS_EMITTED.labels(type=e.type).inc()
 
     def flush(self) -> int:
-        """Write what is pending to the outbox (one transaction) and wake the publisher."""
+        """Write what is pending to the outbox (one transaction) and wake the publisher.
+
+        If the outbox cannot take it (disk full, damaged file), everything stays pending and
+        the next flush tries again: nothing read is dropped here.
+        """
         t = now_ms()
-        for m, cfg in zip(self.machines, self.config.machines, strict=True):
-            self._add_events(cfg.name, m.flush(t))
+        for m in self.machines:
+            self._add_events(m.name, m.flush(t))
         for s in self.engine.heartbeats(t):
             self._samples[self._machine_of_tag.get(s.tag, "")].append(s)
         items: list[tuple[str, Kind, bytes]] = []
-        limit = self.config.publish.max_batch
         for machine, events in self._events.items():
-            for i in range(0, len(events), limit):
-                body = contract.encode_body(Kind.EVENTS, events[i : i + limit])
-                items.append((self._topics[machine][Kind.EVENTS], Kind.EVENTS, body))
+            topic = self._topics[machine][Kind.EVENTS]
+            items += [(topic, Kind.EVENTS, b) for b in self._bodies(Kind.EVENTS, events)]
         reported = 0
         for machine, samples in self._samples.items():
             reported += len(samples)
-            for i in range(0, len(samples), limit):
-                body = contract.encode_body(Kind.SAMPLES, samples[i : i + limit])
-                items.append((self._topics[machine][Kind.SAMPLES], Kind.SAMPLES, body))
+            topic = self._topics[machine][Kind.SAMPLES]
+            items += [(topic, Kind.SAMPLES, b) for b in self._bodies(Kind.SAMPLES, samples)]
+        checkpoint = self._checkpoint()
+        if items or checkpoint != self._last_checkpoint:
+            self.outbox.put(items, checkpoint=checkpoint)
+            self._last_checkpoint = checkpoint
         self._samples.clear()
         self._events.clear()
         self._pending = 0
         if items:
-            self.outbox.put(items)
             SAMPLES_REPORTED.inc(reported)
             self.publisher.wake()
         return len(items)
+
+    def _bodies(self, kind: Kind, items: Sequence[Sample] | Sequence[Event]) -> list[bytes]:
+        """Encoded batches of at most ``max_batch`` items and MAX_PAYLOAD_BYTES each."""
+        limit = self.config.publish.max_batch
+        out: list[bytes] = []
+        todo = [items[i : i + limit] for i in range(0, len(items), limit)]
+        while todo:
+            chunk = todo.pop(0)
+            body = contract.encode_body(kind, chunk)
+            if len(body) <= contract.MAX_PAYLOAD_BYTES:
+                out.append(body)
+            elif len(chunk) > 1:
+                half = len(chunk) // 2
+                todo[:0] = [chunk[:half], chunk[half:]]
+            else:  # one value larger than any broker takes: say which, and go on
+                log.error(
+                    "value too large to publish; dropped",
+                    kind=kind.value,
+                    item=repr(chunk[0])[:200],
+                    bytes=len(body),
+                )
+        return out
+
+    def _checkpoint(self) -> str | None:
+        if not self.machines:
+            return None
+        return json.dumps({m.name: m.checkpoint() for m in self.machines}, sort_keys=True)
+
+    def _restore(self) -> None:
+        raw = self.outbox.load_checkpoint()
+        if raw is None:
+            return
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            log.warning("the counter checkpoint in the outbox is unreadable; starting afresh")
+            return
+        for m in self.machines:
+            if isinstance(data.get(m.name), dict):
+                m.restore(data[m.name])
+        self._last_checkpoint = raw
+        log.info("counters continue from the checkpoint", machines=len(self.machines))
 
     async def _flush_loop(self) -> None:
         interval = self.config.publish.flush_interval
@@ -156,8 +204,10 @@ class Agent:
             self._full.clear()
             try:
                 self.flush()
-            except Exception:  # the loop must survive; the data stays pending for the next try
-                log.exception("flush to the outbox failed")
+            except Exception as err:  # the data stays pending for the next try
+                self._flush_gate.failed(err)
+            else:
+                self._flush_gate.ok()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -231,7 +281,10 @@ class Agent:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.flush()  # what the sources read last goes to disk before we go
+        try:
+            self.flush()  # what the sources read last goes to disk before we go
+        except Exception as err:
+            log.error("could not write the last readings to the outbox", error=str(err))
         self.publisher.stop()
         self.outbox.close()
         if self._health:

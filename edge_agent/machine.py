@@ -370,7 +370,7 @@ class CounterTracker:
         self.max_rate = counter.max_rate
         self._log = log.bind(counter=counter.tag)
         self._gate = FailureGate(self._log, what="counter value")
-        self._prev: _Reading | None = None
+        self.prev: _Reading | None = None
 
     def delta(self, s: Sample) -> int:
         """Parts counted since the previous good value of this counter (0 if none)."""
@@ -379,7 +379,7 @@ class CounterTracker:
         value = self._valid(s.value)
         if value is None:
             return 0
-        prev, self._prev = self._prev, _Reading(value, s.ts)
+        prev, self.prev = self.prev, _Reading(value, s.ts)
         if prev is None:
             return 0
         return self._step(prev, value, s.ts)
@@ -540,6 +540,34 @@ class MachineModel:
             return []
         event = self._counts.take(self.product)
         return [] if event is None else [event]
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What must survive a restart so no part is counted twice or lost.
+
+        The agent stores it in the outbox in the same transaction as the events it
+        flushed, so the counter baselines always match what was already emitted.
+        """
+        counters = {
+            tag: [t.prev.value, t.prev.ts] for tag, (_, t) in self._counters.items() if t.prev
+        }
+        pending = dict(self._counts.pending) if self._counts else {}
+        ts = self._counts.ts if self._counts else None
+        return {"counters": counters, "pending": pending, "ts": ts, "product": self.product}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint: parts made while the agent was down are counted."""
+        for tag, (value, ts) in dict(data.get("counters") or {}).items():
+            if tag in self._counters and isinstance(value, int) and isinstance(ts, int):
+                self._counters[tag][1].prev = _Reading(value, ts)
+        if self._counts is not None:
+            for role, n in dict(data.get("pending") or {}).items():
+                if role in self._counts.pending and isinstance(n, int) and n >= 0:
+                    self._counts.pending[role] = n
+            ts = data.get("ts")
+            self._counts.ts = ts if isinstance(ts, int) else None
+        product = data.get("product")
+        if isinstance(product, str) and product:
+            self.product = product
 
     def _set_product(self, s: Sample) -> list[Event]:
         # A BAD product tag keeps the last known product: counts go on under it.

@@ -126,6 +126,8 @@ class Collector:
         self.lock = threading.Lock()
         self.messages: list[tuple[str, object]] = []
         self.errors: list[str] = []
+        self.redelivered = 0
+        self._seen: set[bytes] = set()
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 2)
@@ -135,6 +137,14 @@ class Collector:
 
     def _on_message(self, _c: object, _u: object, msg: object) -> None:
         topic = msg.topic  # type: ignore[attr-defined]
+        payload = bytes(msg.payload)  # type: ignore[attr-defined]
+        # Mosquitto re-delivers what it was sending when it stopped (DUP set) after a
+        # restart; a real consumer dedups those by (agent, seq), so does this one.
+        with self.lock:
+            if msg.dup and payload in self._seen:  # type: ignore[attr-defined]
+                self.redelivered += 1
+                return
+            self._seen.add(payload)
         try:
             decoded = self._contract.decode(msg.payload)  # type: ignore[attr-defined]
         except self._contract.ContractError as err:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Mosquitto, free_port
+from tests.harness import (
+    SHARED_PG,
+    Mosquitto,
+    PgCluster,
+    free_port,
+    pg_database,
+    timescale_installed,
+)
 
 
 @pytest.fixture
@@ -25,3 +32,40 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 def port() -> int:
     """A free loopback TCP port."""
     return free_port()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty database on the shared PostgreSQL (dropped afterwards)."""
+    import psycopg
+
+    try:
+        url, drop = pg_database(SHARED_PG)
+    except psycopg.OperationalError as err:
+        pytest.fail(f"the shared PostgreSQL at {SHARED_PG} is not reachable: {err}")
+    try:
+        yield url
+    finally:
+        drop()
+
+
+@pytest.fixture(scope="session")
+def timescale_cluster() -> Iterator[PgCluster]:
+    """A private cluster that preloads TimescaleDB; the test skips where it is not installed."""
+    if not timescale_installed():
+        pytest.skip("TimescaleDB is not installed (../shared/timescaledb/install.sh)")
+    cluster = PgCluster(timescale=True).start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def timescale_url(timescale_cluster: PgCluster) -> Iterator[str]:
+    """A fresh database on the TimescaleDB cluster."""
+    url, drop = pg_database(timescale_cluster.admin_url)
+    try:
+        yield url
+    finally:
+        drop()

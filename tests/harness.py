@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -175,3 +176,102 @@ class Collector:
                 return
             time.sleep(0.1)
         raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+SHARED_PG = os.environ.get("LINEPULSE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def pg_database(
+    admin_url: str = SHARED_PG, *, prefix: str = "lp_test"
+) -> tuple[str, Callable[[], None]]:
+    """A fresh database on a server the test does not own; returns (url, drop)."""
+    import uuid
+
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+    def drop() -> None:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return url, drop
+
+
+def timescale_installed() -> bool:
+    """The TimescaleDB files are installed for the PostgreSQL 15 binaries here."""
+    return (Path("/usr/share/postgresql/15/extension") / "timescaledb.control").exists()
+
+
+class PgCluster:
+    """A private PostgreSQL 15 cluster on a free port, which a test may stop and start.
+
+    Runs as the ``postgres`` user when the test runs as root (PostgreSQL refuses root).
+    ``timescale=True`` preloads TimescaleDB (see ../shared/timescaledb/README.md).
+    """
+
+    def __init__(self, *, timescale: bool = False, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="lp-pg-"))
+        self.data = self.dir / "data"
+        self.timescale = timescale
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run(
+            PG_BIN / "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+
+    def _run(self, *cmd: object) -> None:
+        args = [str(c) for c in cmd]
+        if os.geteuid() == 0:
+            args = ["runuser", "-u", "postgres", "--", *args]
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> PgCluster:
+        opts = (
+            f"-c port={self.port} -c listen_addresses=127.0.0.1 "
+            f"-c unix_socket_directories={self.dir} -c fsync=off -c max_connections=100"
+        )
+        if self.timescale:
+            opts += " -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off"
+        self._run(
+            PG_BIN / "pg_ctl",
+            "-D",
+            self.data,
+            "-l",
+            self.dir / "log",
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            opts,
+        )
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        if (self.data / "postmaster.pid").exists():
+            self._run(PG_BIN / "pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def close(self) -> None:
+        try:
+            self.stop("immediate")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)

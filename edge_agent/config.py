@@ -43,7 +43,7 @@ _SIZE_UNITS = {
 }
 
 
-def _duration(value: object) -> float:
+def parse_duration(value: object, *, allow_zero: bool = False) -> float:
     """Seconds from a number (seconds) or a string such as ``250ms``, ``1s``, ``5m``, ``1h``."""
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '250ms' or '5s'")
@@ -54,8 +54,12 @@ def _duration(value: object) -> float:
         seconds = float(m.group(1)) * scale
     else:
         raise ValueError(f"{value!r} is not a duration: use a number of seconds or '250ms', '5s'")
-    if seconds <= 0:
-        raise ValueError("a duration must be greater than zero")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ValueError(
+            "a duration cannot be negative"
+            if seconds < 0
+            else "a duration must be greater than zero"
+        )
     return seconds
 
 
@@ -74,7 +78,7 @@ def _size(value: object) -> int:
     return size
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(_size)]
 
 

@@ -16,7 +16,6 @@ order, before the tick at that time is shown. Each action does one thing::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +24,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge_agent.config import parse_duration
 from edge_agent.errors import ConfigError
 from edge_agent.simulator.line import DEFAULT_LINE, MAX_STRING, MachineSpec, SimulatorError
 from edge_agent.simulator.model import LineModel
 
-_SECONDS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 Kind = Literal["state", "counter", "reset", "product", "changeover", "freeze"]
 _KINDS: tuple[Kind, ...] = ("state", "counter", "reset", "product", "changeover", "freeze")
 
@@ -39,19 +38,7 @@ class ScriptError(ConfigError):
 
 
 def _seconds(value: object) -> float:
-    if isinstance(value, bool):
-        raise ValueError("use a number of seconds or a string like '90s' or '2m'")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _SECONDS.match(value)):
-        seconds = (
-            float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
-        )
-    else:
-        raise ValueError(f"{value!r} is not a time: use seconds or '90s', '2m', '250ms'")
-    if seconds < 0:
-        raise ValueError("a time cannot be negative")
-    return seconds
+    return parse_duration(value, allow_zero=True)
 
 
 class _ActionIn(BaseModel):

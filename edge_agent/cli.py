@@ -12,8 +12,9 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from edge_agent.errors import ConfigError
 from edge_agent.logs import setup_logging
@@ -58,6 +59,60 @@ def _demo(args: argparse.Namespace) -> int:
     from edge_agent.demo import run_demo
 
     return asyncio.run(run_demo(data_dir=args.data_dir, duration=args.duration))
+
+
+def _server(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    """Run a server-side command, imported only when it is used (a gateway lacks its deps)."""
+
+    def call(args: argparse.Namespace) -> int:
+        import importlib
+
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as err:
+            print(f"{err}", file=sys.stderr)
+            return _missing(args.role, "server")
+        return int(getattr(mod, func)(args))
+
+    return call
+
+
+def _add_server_roles(roles: Any) -> None:
+    db = roles.add_parser("db", help="the database schema (PostgreSQL / TimescaleDB)")
+    db_cmds = db.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = db_cmds.add_parser("upgrade", help="create or upgrade the schema; says what it did")
+    status = db_cmds.add_parser("status", help="schema version, pending migrations, mode")
+    for p in (up, status):
+        p.add_argument(
+            "--database-url",
+            default=None,
+            help="postgresql://user@host:port/db (default: $LINEPULSE_DATABASE_URL)",
+        )
+    up.add_argument(
+        "--retention-days",
+        type=int,
+        default=None,
+        help="keep raw samples this many days (default 90; kept when not given)",
+    )
+    up.add_argument("--rollup-1m-days", type=int, default=None, help="keep 1-minute rollups")
+    up.add_argument("--rollup-1h-days", type=int, default=None, help="keep 1-hour rollups")
+    up.set_defaults(func=_server("ingest.cli", "db_upgrade"))
+    status.set_defaults(func=_server("ingest.cli", "db_status"))
+
+    ingest = roles.add_parser("ingest", help="the ingest service")
+    ingest_cmds = ingest.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = ingest_cmds.add_parser("run", help="subscribe and write to the database")
+    run.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help="YAML settings file (LINEPULSE_* environment variables override it)",
+    )
+    run.add_argument(
+        "--workers", type=int, default=None, help="worker processes on the shared subscription"
+    )
+    run.set_defaults(func=_server("ingest.service", "main"))
 
 
 def _missing(command: str, extra: str) -> int:
@@ -117,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many seconds (default: until Ctrl-C)",
     )
     demo.set_defaults(func=_demo)
+    _add_server_roles(roles)
     return parser
 
 

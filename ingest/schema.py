@@ -1,4 +1,4 @@
-"""The linepulse database schema, as ordered migrations.
+"""The linepulse database schema, as ordered migrations (applied by ``ingest/migrate.py``).
 
 Each migration is a version, a description and a function that runs its SQL on a
 connection inside one transaction; ``timescale`` says whether the TimescaleDB extension
@@ -6,6 +6,17 @@ is in use. The same tables exist on both: on TimescaleDB the time tables are hyp
 with compression, retention and continuous aggregates; on plain PostgreSQL they are
 range-partitioned by day and the service creates partitions ahead, drops old ones and
 maintains the rollup tables (``ingest/maintenance.py``).
+
+1. Core tables (assets, tags, samples, states, counts, ledger, dead letters, gateways).
+2. Time series: ``storage_retention`` (days kept per relation: raw 90, 1-minute rollups
+   365, 1-hour rollups 1825 by default) and the rollups ``samples_1m``/``samples_1h``
+   (bucket, tag_id, min, max, avg, count, last) of the *good* samples only (quality 0,
+   value not NULL: uncertain and bad samples never enter a rollup). TimescaleDB:
+   compression (segment by tag_id, newest first; chunks older than 2 days), retention
+   policies, continuous aggregates with real-time aggregation and refresh policies.
+   PostgreSQL: default partitions, rollup tables, ``rollup_pending`` and
+   ``maintenance_state``. ``linepulse_note_samples(lo, hi)`` exists on both.
+3. The read-only group role ``linepulse_reader`` (see ``READER``).
 
 Reads must work the same on both: query the tables and the ``samples_1m``/``samples_1h``
 rollups with plain SQL (``date_bin``, not ``time_bucket``).
@@ -19,8 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+
+from ingest.errors import ConfigError
 
 QUALITY_CODES = {"good": 0, "uncertain": 1, "bad": 2}
 
@@ -30,9 +44,17 @@ TIME_TABLES = ("samples", "samples_text")
 
 @dataclass(frozen=True)
 class Migration:
+    """One schema step: ``apply(conn, timescale)`` runs in the transaction that records it.
+
+    ``after(conn, timescale)``, when set, runs once the migration has committed, on an
+    autocommit connection (for statements TimescaleDB refuses inside a transaction block);
+    it returns lines for the upgrade report.
+    """
+
     version: int
     description: str
-    apply: Callable[[psycopg.Connection, bool], None]
+    apply: Callable[[psycopg.Connection[Any], bool], None]
+    after: Callable[[psycopg.Connection[Any], bool], list[str]] | None = None
 
 
 CORE = """
@@ -223,13 +245,319 @@ SELECT create_hypertable('samples_text', by_range('time', INTERVAL '1 day'));
 """
 
 
-def _initial(conn: psycopg.Connection, timescale: bool) -> None:
+def _initial(conn: psycopg.Connection[Any], timescale: bool) -> None:
     conn.execute(CORE)
     conn.execute(SAMPLES_TIMESCALE if timescale else SAMPLES_PLAIN)
+
+
+# ---------------------------------------------------------------------------------------
+# Migration 2: time-series extras (retention, rollups; compression and policies on Timescale)
+
+# Rollup buckets are aligned to this origin (date_bin); TimescaleDB's time_bucket gives the
+# same minute and hour boundaries. Spelled in UTC so the session time zone cannot shift it.
+BUCKET_ORIGIN = "2000-01-01 00:00:00+00"
+GOOD = QUALITY_CODES["good"]
+# On TimescaleDB, chunks older than this are compressed (segment by tag, newest first).
+COMPRESS_AFTER_DAYS = 2
+# How far back the continuous-aggregate policies re-materialize late data (capped below the
+# raw retention so a refresh never covers chunks already dropped).
+REFRESH_WINDOW_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Days kept: raw samples (and text samples), 1-minute and 1-hour rollups."""
+
+    samples_days: int = 90
+    rollup_1m_days: int = 365
+    rollup_1h_days: int = 5 * 365
+
+    def __post_init__(self) -> None:
+        for name, days in self.by_relation().items():
+            if not isinstance(days, int) or isinstance(days, bool) or days < 2:
+                raise ConfigError(f"retention of {name} must be a whole number of days >= 2")
+
+    def by_relation(self) -> dict[str, int]:
+        """The ``storage_retention`` rows: relation -> days."""
+        return {
+            "samples": self.samples_days,
+            "samples_text": self.samples_days,
+            "samples_1m": self.rollup_1m_days,
+            "samples_1h": self.rollup_1h_days,
+        }
+
+    @property
+    def refresh_window_days(self) -> int:
+        """Days the refresh policies look back: inside every retention, at most a week."""
+        return min(
+            REFRESH_WINDOW_DAYS,
+            self.samples_days - 1,
+            self.rollup_1m_days - 1,
+            self.rollup_1h_days - 1,
+        )
+
+
+def _rollup_table(name: str) -> str:
+    return f"""CREATE TABLE {name} (
+    bucket timestamptz NOT NULL,
+    tag_id integer NOT NULL,
+    min    double precision,
+    max    double precision,
+    avg    double precision,
+    count  bigint NOT NULL,
+    last   double precision,
+    PRIMARY KEY (tag_id, bucket)
+);
+CREATE INDEX {name}_bucket ON {name} USING brin (bucket);"""
+
+
+TIMESERIES_COMMON = """
+-- Days of data kept per relation. The maintenance task (plain PostgreSQL) and the TimescaleDB
+-- retention policies follow it; `linepulse db upgrade --retention-days N` changes it.
+CREATE TABLE storage_retention (
+    relation  text PRIMARY KEY,
+    keep_days integer NOT NULL CHECK (keep_days >= 2)
+);
+"""
+
+TIMESERIES_PLAIN = f"""
+-- Safety net: a sample for a day whose partition does not exist lands here instead of failing
+-- its batch. The maintenance task moves such rows into their day's partition (creating it),
+-- and retention deletes the ones older than the retention.
+CREATE TABLE samples_default PARTITION OF samples DEFAULT;
+CREATE TABLE samples_text_default PARTITION OF samples_text DEFAULT;
+
+-- Rollups of good samples, maintained by the service (ingest/maintenance.py); the same
+-- columns as the continuous aggregates on TimescaleDB.
+{_rollup_table("samples_1m")}
+{_rollup_table("samples_1h")}
+
+-- Time ranges written since the rollups were last refreshed: the writer notes each batch
+-- (linepulse_note_samples, in its transaction); the maintenance task consumes them.
+CREATE TABLE rollup_pending (
+    start_time timestamptz NOT NULL,
+    end_time   timestamptz NOT NULL,
+    CHECK (end_time >= start_time)
+);
+CREATE FUNCTION linepulse_note_samples(lo timestamptz, hi timestamptz) RETURNS void
+    LANGUAGE sql AS $$ INSERT INTO rollup_pending (start_time, end_time) VALUES ($1, $2) $$;
+
+-- When each periodic maintenance task last ran (shared by all ingest workers).
+CREATE TABLE maintenance_state (
+    task     text PRIMARY KEY,
+    last_run timestamptz NOT NULL
+);
+"""
+
+
+def _cagg(name: str, bucket: str) -> str:
+    return f"""
+CREATE MATERIALIZED VIEW {name}
+    WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+SELECT time_bucket(INTERVAL '{bucket}', time) AS bucket,
+       tag_id,
+       min(value) AS min,
+       max(value) AS max,
+       avg(value) AS avg,
+       count(value) AS count,
+       last(value, time) AS last
+FROM samples
+WHERE quality = {GOOD} AND value IS NOT NULL
+GROUP BY 1, 2
+WITH NO DATA;
+"""
+
+
+TIMESERIES_TIMESCALE = (
+    "\n".join(
+        f"ALTER TABLE {table} SET (timescaledb.compress,"
+        " timescaledb.compress_segmentby = 'tag_id', timescaledb.compress_orderby = 'time DESC');"
+        for table in TIME_TABLES
+    )
+    + _cagg("samples_1m", "1 minute")
+    + _cagg("samples_1h", "1 hour")
+    + """
+-- TimescaleDB tracks changed ranges itself (invalidation log): nothing to note.
+CREATE FUNCTION linepulse_note_samples(lo timestamptz, hi timestamptz) RETURNS void
+    LANGUAGE sql AS $$ $$;
+"""
+)
+
+# (continuous aggregate, its bucket = end offset, how often its policy runs)
+CAGGS = (("samples_1m", "1 minute", "1 minute"), ("samples_1h", "1 hour", "30 minutes"))
+
+
+def _timeseries(conn: psycopg.Connection[Any], timescale: bool) -> None:
+    conn.execute(TIMESERIES_COMMON)
+    retention = Retention()
+    if timescale:
+        conn.execute(TIMESERIES_TIMESCALE)
+        for table in TIME_TABLES:
+            # initial_start: a policy that starts at once races a manual refresh or compress.
+            conn.execute(
+                "SELECT add_compression_policy(%s::regclass,"
+                " compress_after => make_interval(days => %s),"
+                " schedule_interval => INTERVAL '1 hour',"
+                " initial_start => now() + INTERVAL '1 hour')",
+                (table, COMPRESS_AFTER_DAYS),
+            )
+        set_timescale_retention(conn, retention)
+    else:
+        conn.execute(TIMESERIES_PLAIN)
+        # Samples stored before this migration still need their rollups.
+        conn.execute(
+            "INSERT INTO rollup_pending (start_time, end_time)"
+            f" SELECT min(time), max(time) FROM samples WHERE quality = {GOOD}"
+            " HAVING count(*) > 0"
+        )
+    store_retention(conn, retention)
+
+
+def _timeseries_after(conn: psycopg.Connection[Any], timescale: bool) -> list[str]:
+    """On TimescaleDB, materialize the rollups of samples stored before this migration."""
+    if not timescale or conn.execute("SELECT 1 FROM samples LIMIT 1").fetchone() is None:
+        return []
+    for name, _bucket, _every in CAGGS:
+        conn.execute(f"CALL refresh_continuous_aggregate('{name}', NULL, NULL)")
+    return ["refreshed samples_1m and samples_1h over the samples already stored"]
+
+
+def store_retention(conn: psycopg.Connection[Any], retention: Retention) -> None:
+    """Write ``storage_retention`` (insert or update every row)."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO storage_retention (relation, keep_days) VALUES (%s, %s)"
+            " ON CONFLICT (relation) DO UPDATE SET keep_days = EXCLUDED.keep_days",
+            list(retention.by_relation().items()),
+        )
+
+
+def load_retention(conn: psycopg.Connection[Any]) -> Retention | None:
+    """The stored retention, or None before migration 2."""
+    if _scalar(conn, "SELECT to_regclass('storage_retention')") is None:
+        return None
+    rows = dict(conn.execute("SELECT relation, keep_days FROM storage_retention").fetchall())
+    return Retention(
+        samples_days=rows["samples"],
+        rollup_1m_days=rows["samples_1m"],
+        rollup_1h_days=rows["samples_1h"],
+    )
+
+
+def set_timescale_retention(conn: psycopg.Connection[Any], retention: Retention) -> None:
+    """(Re)create the retention and continuous-aggregate policies for ``retention``."""
+    days = retention.by_relation()
+    for table in TIME_TABLES:
+        _retention_policy(conn, table, days[table])
+    for name, bucket, every in CAGGS:
+        conn.execute(
+            "SELECT remove_continuous_aggregate_policy(%s::regclass, if_exists => true)", (name,)
+        )
+        conn.execute(
+            "SELECT add_continuous_aggregate_policy(%s::regclass,"
+            " start_offset => make_interval(days => %s), end_offset => %s::interval,"
+            " schedule_interval => %s::interval, initial_start => now() + %s::interval)",
+            (name, retention.refresh_window_days, bucket, every, every),
+        )
+        _retention_policy(conn, name, days[name])
+
+
+def _retention_policy(conn: psycopg.Connection[Any], relation: str, days: int) -> None:
+    conn.execute("SELECT remove_retention_policy(%s::regclass, if_exists => true)", (relation,))
+    conn.execute(
+        "SELECT add_retention_policy(%s::regclass, drop_after => make_interval(days => %s),"
+        " schedule_interval => INTERVAL '1 hour', initial_start => now() + INTERVAL '1 hour')",
+        (relation, days),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Migration 3: the read-only role for dashboards
+
+READER_ROLE = "linepulse_reader"
+
+# A dashboard login is a member of the group role; as a superuser or a role with CREATEROLE:
+#     CREATE ROLE grafana LOGIN PASSWORD '...' IN ROLE linepulse_reader;
+#     -- or, for an existing user:  GRANT linepulse_reader TO grafana;
+# The role is cluster-wide, its privileges are per database (this migration grants them in
+# each database it runs in). Tables created later by the migrating role are covered by the
+# default privileges; tables another role creates need their own GRANT SELECT.
+READER = f"""
+-- Roles are cluster-wide: another database on this server may have created it already
+-- (even at this very moment, hence the exception handler).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{READER_ROLE}') THEN
+        BEGIN
+            CREATE ROLE {READER_ROLE} NOLOGIN;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
+    END IF;
+END
+$$;
+DO $$
+BEGIN
+    EXECUTE format('GRANT CONNECT ON DATABASE %I TO {READER_ROLE}', current_database());
+END
+$$;
+GRANT USAGE ON SCHEMA public TO {READER_ROLE};
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READER_ROLE};
+-- Tables and views the migrating role creates later are readable too.
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {READER_ROLE};
+"""
+
+
+def _reader(conn: psycopg.Connection[Any], timescale: bool) -> None:
+    conn.execute(READER)
 
 
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "core tables: assets, tags, samples, states, counts, ledger, dead letters", _initial
     ),
+    Migration(
+        2,
+        "time series: retention, 1-minute and 1-hour rollups"
+        " (TimescaleDB: compression, policies, continuous aggregates)",
+        _timeseries,
+        _timeseries_after,
+    ),
+    Migration(3, f"read-only role {READER_ROLE} for dashboards", _reader),
 ]
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+# ---------------------------------------------------------------------------------------
+# The migrations ledger (created and written by ingest/migrate.py)
+
+MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    timescale   boolean NOT NULL
+)
+"""
+
+
+def applied_versions(conn: psycopg.Connection[Any]) -> list[int]:
+    """Versions recorded in ``schema_migrations`` (empty when the table does not exist)."""
+    if _scalar(conn, "SELECT to_regclass('schema_migrations')") is None:
+        return []
+    return [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+
+
+def recorded_timescale(conn: psycopg.Connection[Any]) -> bool | None:
+    """Was this database set up with TimescaleDB? None when it was never migrated."""
+    if _scalar(conn, "SELECT to_regclass('schema_migrations')") is None:
+        return None
+    row = conn.execute(
+        "SELECT timescale FROM schema_migrations ORDER BY version LIMIT 1"
+    ).fetchone()
+    return None if row is None else bool(row[0])
+
+
+def _scalar(conn: psycopg.Connection[Any], query: str) -> Any:
+    row = conn.execute(query).fetchone()
+    return None if row is None else row[0]

@@ -51,6 +51,9 @@ LOCK_TIMEOUT = "5s"
 PARTITION_LOCK = 0x6C70_0002
 ROLLUP_LOCK = 0x6C70_0003
 MAINTAINER_LOCK = 0x6C70_0004
+# Bookkeeping kept by the service on both modes (see prune_bookkeeping).
+LEDGER_KEEP_DAYS = 180
+DEAD_LETTER_KEEP_DAYS = 30
 # Noted ranges closer than this are refreshed together.
 MERGE_GAP = timedelta(minutes=5)
 # refresh_pending recomputes at most this much time per statement.
@@ -229,6 +232,32 @@ def apply_retention(
     return lines
 
 
+def prune_bookkeeping(
+    conn: Conn,
+    *,
+    now: datetime | None = None,
+    ledger_days: int = LEDGER_KEEP_DAYS,
+    dead_letter_days: int = DEAD_LETTER_KEEP_DAYS,
+) -> list[str]:
+    """Delete ledger rows and dead letters older than their keep time (both modes).
+
+    The ledger must outlive any backlog an agent may still replay: a gateway whose outbox
+    holds messages older than ``ledger_days`` would have them stored a second time.
+    """
+    now = _utc(now)
+    lines = []
+    with conn.transaction():
+        for table, days in (("ingest_ledger", ledger_days), ("dead_letters", dead_letter_days)):
+            cutoff = now - timedelta(days=days)
+            deleted = conn.execute(
+                sql.SQL("DELETE FROM {} WHERE received_at < %s").format(sql.Identifier(table)),
+                (cutoff,),
+            ).rowcount
+            if deleted > 0:
+                lines.append(f"deleted {deleted} {table} rows older than {days} days")
+    return lines
+
+
 def _drop_partitions_before(conn: Conn, table: str, cutoff: datetime) -> list[str]:
     lines = []
     for day in sorted(partition_days(conn, table)):
@@ -365,6 +394,7 @@ class Maintainer:
         self._url = url
         self._days_ahead = days_ahead
         self._retention_every = retention_every
+        self._last_prune: datetime | None = None
         self._conn: Conn | None = None
         self._timescale: bool | None = None
         self._gate = FailureGate(log, what="storage maintenance")
@@ -375,12 +405,15 @@ class Maintainer:
             conn = self._connection()
             if self._timescale is None:
                 self._timescale = is_timescale(conn)
-            if self._timescale:
-                return [TIMESCALE_NOTE]
             if not _scalar(conn, "SELECT pg_try_advisory_lock(%s)", MAINTAINER_LOCK):
                 return ["skipped: another worker is running maintenance"]
             try:
-                return self._round(conn, _utc(now))
+                now = _utc(now)
+                lines = [TIMESCALE_NOTE] if self._timescale else self._round(conn, now)
+                if self._last_prune is None or now - self._last_prune >= self._retention_every:
+                    lines += prune_bookkeeping(conn, now=now)
+                    self._last_prune = now
+                return lines
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MAINTAINER_LOCK,))
         except psycopg.OperationalError as err:

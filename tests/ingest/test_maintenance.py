@@ -442,3 +442,43 @@ def test_maintainer_on_an_unmigrated_or_unreachable_database_raises_ingest_error
     gone = Maintainer(f"postgresql://postgres@127.0.0.1:{free_port()}/x")
     with pytest.raises(maintenance.DatabaseUnavailable, match=r"127\.0\.0\.1"):
         gone.run_once()
+
+
+def test_ledger_and_dead_letters_are_pruned_by_age(pg_url: str) -> None:
+    """Old ledger rows and dead letters go; recent ones (the replay window) stay."""
+    from ingest.maintenance import Maintainer, prune_bookkeeping
+
+    migrate.upgrade(pg_url)
+    now = datetime.now(UTC)
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "INSERT INTO ingest_ledger (agent, seq, received_at) VALUES"
+            " ('gw', 1, %s), ('gw', 2, %s)",
+            (now - timedelta(days=200), now - timedelta(days=1)),
+        )
+        conn.execute(
+            "INSERT INTO dead_letters (received_at, topic, payload_size, reason) VALUES"
+            " (%s, 't', 0, 'old'), (%s, 't', 0, 'new')",
+            (now - timedelta(days=40), now),
+        )
+        conn.commit()
+        lines = prune_bookkeeping(conn, now=now)
+        conn.commit()
+        assert lines == [
+            "deleted 1 ingest_ledger rows older than 180 days",
+            "deleted 1 dead_letters rows older than 30 days",
+        ]
+        assert conn.execute("SELECT seq FROM ingest_ledger").fetchall() == [(2,)]
+        assert conn.execute("SELECT reason FROM dead_letters").fetchall() == [("new",)]
+    # The maintainer does it too, on its retention schedule.
+    with psycopg.connect(pg_url) as conn:
+        conn.execute(
+            "INSERT INTO ingest_ledger (agent, seq, received_at) VALUES ('gw', 3, %s)",
+            (now - timedelta(days=365),),
+        )
+        conn.commit()
+    m = Maintainer(pg_url)
+    try:
+        assert any("ingest_ledger" in line for line in m.run_once(now=now))
+    finally:
+        m.close()

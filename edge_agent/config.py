@@ -63,7 +63,7 @@ def parse_duration(value: object, *, allow_zero: bool = False) -> float:
     return seconds
 
 
-def _size(value: object) -> int:
+def parse_size(value: object, *, allow_zero: bool = False) -> int:
     """Bytes from an integer or a string such as ``256MB`` or ``1GiB``."""
     if isinstance(value, bool):
         raise ValueError("a size is a number of bytes or a string like '256MB'")
@@ -73,13 +73,13 @@ def _size(value: object) -> int:
         size = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
     else:
         raise ValueError(f"{value!r} is not a size: use bytes or '64MB', '1GiB'")
-    if size <= 0:
+    if size < 0 or (size == 0 and not allow_zero):
         raise ValueError("a size must be greater than zero")
     return size
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(_size)]
+Size = Annotated[int, BeforeValidator(parse_size)]
 
 
 class _Model(BaseModel):

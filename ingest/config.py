@@ -33,6 +33,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from edge_agent.config import parse_duration, parse_size
 from edge_agent.contract import ContractError, check_segment
 from ingest.errors import ConfigError
 
@@ -40,36 +41,16 @@ ENV_PREFIX = "LINEPULSE_"
 # flush_interval may not exceed this: the issue promises a flush at least every 250 ms.
 MAX_FLUSH_INTERVAL = 0.25
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
-_SIZE_UNITS |= {"gb": 1000**3, "gib": 1024**3}
 _MQTT_URL = re.compile(r"^(mqtt|mqtts|tcp|ssl)://([^:/\s]+)(?::(\d{1,5}))?/?$")
 _GROUP = re.compile(r"^[^/+#\s]{1,64}$")
 
 
 def _duration(value: object) -> float:
-    """Seconds from a number or a string such as ``250ms``, ``5s``, ``1m``."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '250ms' or '5s'")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str) and (m := _DURATION.match(value)):
-        return (
-            float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
-        )
-    raise ValueError(f"{value!r} is not a duration: use a number of seconds or '250ms', '5s'")
+    return parse_duration(value, allow_zero=True)
 
 
 def _size(value: object) -> int:
-    """Bytes from an integer or a string such as ``64KiB`` or ``1MiB``."""
-    if isinstance(value, bool):
-        raise ValueError("a size is a number of bytes or a string like '64KiB'")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and (m := _SIZE.match(value)):
-        return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
-    raise ValueError(f"{value!r} is not a size: use bytes or '64KiB', '1MiB'")
+    return parse_size(value, allow_zero=True)
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]

@@ -5,10 +5,13 @@ Never touches the shared services on the standard ports.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -275,3 +278,67 @@ class PgCluster:
             self.stop("immediate")
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "edge_agent" / "examples" / "gateway.yaml"
+
+
+class AgentProcess:
+    """``linepulse edge run`` as a child process, in its own working directory."""
+
+    def __init__(self, *, cwd: Path, env: dict[str, str], config: Path = EXAMPLE_CONFIG) -> None:
+        self.cwd, self.env, self.config = cwd, env, config
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = cwd / "agent.log"
+
+    def start(self) -> AgentProcess:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_agent.cli",
+                    "--log-json",
+                    "edge",
+                    "run",
+                    "--config",
+                    str(self.config),
+                ],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+            )
+        return self
+
+    def terminate(self, timeout: float = 20) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+async def wait_until(
+    collector: Collector,
+    check: Callable[[list[tuple[str, object]]], bool],
+    *,
+    timeout: float,
+    what: str,
+) -> list[tuple[str, object]]:
+    """Poll the collector from the event loop (the simulator keeps running meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msgs = collector.snapshot()
+        if check(msgs):
+            return msgs
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

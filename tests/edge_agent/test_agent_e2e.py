@@ -9,78 +9,18 @@ from __future__ import annotations
 import asyncio
 import bisect
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from edge_agent import contract as c
 from edge_agent.simulator import Simulator
-from tests.harness import Collector, Mosquitto
+from tests.harness import AgentProcess, Collector, Mosquitto, wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "edge_agent" / "examples" / "gateway.yaml"
 Messages = list[tuple[str, object]]
-
-
-class AgentProcess:
-    """``linepulse edge run`` as a child process, in its own working directory."""
-
-    def __init__(self, *, cwd: Path, env: dict[str, str], config: Path = EXAMPLE) -> None:
-        self.cwd, self.env, self.config = cwd, env, config
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = cwd / "agent.log"
-
-    def start(self) -> AgentProcess:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "edge_agent.cli",
-                    "--log-json",
-                    "edge",
-                    "run",
-                    "--config",
-                    str(self.config),
-                ],
-                cwd=self.cwd,
-                env=self.env,
-                stdout=log,
-                stderr=log,
-            )
-        return self
-
-    def terminate(self, timeout: float = 20) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def close(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-async def wait_until(
-    collector: Collector, check: Callable[[Messages], bool], *, timeout: float, what: str
-) -> Messages:
-    """Poll the collector from the event loop (the simulator keeps running meanwhile)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        msgs = collector.snapshot()
-        if check(msgs):
-            return msgs
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def data(msgs: Messages) -> list[tuple[str, c.SamplesMessage | c.EventsMessage]]:

@@ -13,6 +13,7 @@ from tests.harness import (
     PgCluster,
     free_port,
     pg_database,
+    shared_pg_reachable,
     timescale_installed,
 )
 
@@ -34,15 +35,23 @@ def port() -> int:
     return free_port()
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty database on the shared PostgreSQL (dropped afterwards)."""
-    import psycopg
-
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """The shared PostgreSQL; where there is none (a fresh machine), a private cluster."""
+    if shared_pg_reachable(SHARED_PG):
+        yield SHARED_PG
+        return
+    cluster = PgCluster().start()
     try:
-        url, drop = pg_database(SHARED_PG)
-    except psycopg.OperationalError as err:
-        pytest.fail(f"the shared PostgreSQL at {SHARED_PG} is not reachable: {err}")
+        yield cluster.admin_url
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, empty database (dropped afterwards)."""
+    url, drop = pg_database(pg_admin_url)
     try:
         yield url
     finally:

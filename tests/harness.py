@@ -182,7 +182,31 @@ class Collector:
 
 
 SHARED_PG = os.environ.get("LINEPULSE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _pg_bin() -> Path:
+    """PostgreSQL server binaries: $LINEPULSE_PG_BIN, else 15 (TimescaleDB's), else the newest."""
+    if os.environ.get("LINEPULSE_PG_BIN"):
+        return Path(os.environ["LINEPULSE_PG_BIN"])
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    preferred = Path("/usr/lib/postgresql/15/bin")
+    if (preferred / "initdb").exists() or not found:
+        return preferred
+    return found[-1].parent
+
+
+PG_BIN = _pg_bin()
+
+
+def shared_pg_reachable(url: str = SHARED_PG) -> bool:
+    """The shared PostgreSQL answers and lets us in (trust auth) within a few seconds."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
 
 
 def pg_database(

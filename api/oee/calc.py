@@ -1,0 +1,701 @@
+"""OEE of one asset over a window, whole or by bucket: pure, exact and explainable.
+
+The repository layer loads rows and calls :func:`compute_oee` / :func:`compute_buckets`;
+nothing here touches a database or HTTP. Rules (DESIGN.md "Domain rules", ISO 22400-2):
+
+* Calendar time is the window, cut at ``now`` (time that has not happened is not counted).
+* Scheduled time = calendar time inside the shifts (``shifts=None``: all of it).
+  Planned production time = scheduled time − planned downtime windows − intervals whose
+  state maps to ``planned_down`` (or whose reason is a planned one), never negative.
+* Inside planned production time, every instant is exactly one of: running, a micro-stop,
+  an unplanned stop, or no state data (a gap). Run time = running + micro-stops (a
+  micro-stop is an unplanned stop whose *whole* duration is below the threshold: it costs
+  performance, not availability). Down time = unplanned stops + gaps, so planned = run +
+  down exactly. A gap is an availability loss (no data is not good news) but not a failure.
+* A machine running outside planned production time (in a break, off shift) adds nothing
+  to run time; that time is reported as ``outside_run_s`` and the parts counted outside
+  planned production time as ``outside_total/good/reject``, kept out of A, P, Q and OEE
+  so that no break can lift performance above 100 %. Flag ``production_outside_planned_time``.
+* Counts belong to the bucket of their timestamp; the ideal cycle time is the one of the
+  product on that count row.
+* A = run / planned; P = Σ(ict × total) / run; Q = Σ(ict × good) / Σ(ict × total), which is
+  good / total whenever one product (one ideal cycle time) was made, and the ideal-time
+  weighted quality for a product mix (so OEE = A × P × Q holds for a mix too; the plain
+  count ratio is ``count_quality``); OEE = Σ(ict × good) / planned; TEEP = Σ(ict × good) /
+  calendar. With parts but no ideal cycle time for some of them, P, OEE and TEEP are None.
+* P = 0 when the machine ran and made nothing (a real 0), and OEE = 0 when planned time
+  passed without a good part, even though Q (no parts) is None.
+* MTBF = run / failures; MTTR = unplanned stop time (gaps excluded) / failures. A stop is
+  counted in the bucket holding its first second of planned production time.
+* Any ratio with a zero denominator is None. Performance above 100 % is reported as is and
+  flagged ``performance_over_100``: the ideal cycle time is wrong.
+
+Durations are integer microseconds and ideal times exact fractions until a ratio or a
+``*_s`` property is read, so bucket results add up exactly to the whole.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from fractions import Fraction
+from itertools import pairwise
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from api.oee.timeline import US_PER_S, Span, SpanIndex, subtract, to_us, union
+
+
+class OeeInputError(ValueError):
+    """The rows given to the OEE calculation are inconsistent; the message says which."""
+
+
+class LossClass(StrEnum):
+    """What a machine state means for OEE."""
+
+    RUNNING = "running"
+    UNPLANNED_DOWN = "unplanned_down"  # availability loss (or performance, if a micro-stop)
+    PLANNED_DOWN = "planned_down"  # taken out of planned production time
+
+
+# Idle, starved and blocked count against the machine's availability by default: the
+# machine was scheduled and did not run. A caller who wants a starved machine judged only
+# on its own faults maps them to planned_down (or uses the line's root-cause view).
+DEFAULT_STATE_CLASSES: Mapping[str, LossClass] = MappingProxyType(
+    {
+        "running": LossClass.RUNNING,
+        "idle": LossClass.UNPLANNED_DOWN,
+        "starved": LossClass.UNPLANNED_DOWN,
+        "blocked": LossClass.UNPLANNED_DOWN,
+        "faulted": LossClass.UNPLANNED_DOWN,
+        "fault": LossClass.UNPLANNED_DOWN,
+        "stopped": LossClass.UNPLANNED_DOWN,
+        "changeover": LossClass.PLANNED_DOWN,
+        "break": LossClass.PLANNED_DOWN,
+        "planned_maintenance": LossClass.PLANNED_DOWN,
+        "no_orders": LossClass.PLANNED_DOWN,
+    }
+)
+
+
+def _check_aware(dt: datetime, what: str) -> None:
+    if not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
+        raise OeeInputError(f"{what} must be a timezone-aware datetime, got {dt!r}")
+
+
+def _check_order(start: datetime, end: datetime, what: str) -> None:
+    _check_aware(start, f"{what} start")
+    _check_aware(end, f"{what} end")
+    if end < start:
+        raise OeeInputError(f"{what} ends ({end.isoformat()}) before it starts ({start})")
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """A half-open time range [start, end): the analysis window or one shift."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        _check_order(self.start, self.end, "time range")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedDowntime:
+    """A scheduled stop (break, planned_maintenance, no_orders, changeover...)."""
+
+    start: datetime
+    end: datetime
+    category: str = "planned"
+
+    def __post_init__(self) -> None:
+        _check_order(self.start, self.end, f"planned downtime {self.category!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class StateInterval:
+    """A machine state from ``start`` to ``end`` (None: still open, ends at ``now``)."""
+
+    start: datetime
+    end: datetime | None
+    state: str
+    reason: str | None = None
+    planned: bool = False  # the reason is a planned one (downtime_reasons.planned)
+    category: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.state:
+            raise OeeInputError(f"state interval at {self.start!r} has an empty state")
+        if self.end is None:
+            _check_aware(self.start, f"state {self.state!r} start")
+        else:
+            _check_order(self.start, self.end, f"state {self.state!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ProductionCount:
+    """Parts counted at ``time`` (a delta, not a counter reading)."""
+
+    time: datetime
+    total: int
+    good: int
+    reject: int
+    product: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_aware(self.time, "count time")
+        for name in ("total", "good", "reject"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise OeeInputError(f"count at {self.time}: {name} must be an int >= 0")
+        if self.good + self.reject != self.total:
+            raise OeeInputError(
+                f"count at {self.time}: good {self.good} + reject {self.reject} "
+                f"!= total {self.total}"
+            )
+
+
+def _check_cycle(value: float, what: str) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise OeeInputError(f"{what} must be a finite number of seconds > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class OeeInput:
+    """Everything the calculation needs for one asset; mappings resolved by the caller."""
+
+    window: TimeRange
+    shifts: Sequence[TimeRange] | None = None  # None: the whole window is scheduled
+    planned_downtime: Sequence[PlannedDowntime] = ()
+    states: Sequence[StateInterval] = ()
+    counts: Sequence[ProductionCount] = ()
+    ideal_cycle_s: Mapping[str, float] = field(default_factory=dict)  # product -> seconds
+    default_ideal_cycle_s: float | None = None  # unknown or None product
+    state_classes: Mapping[str, LossClass] = field(default_factory=lambda: DEFAULT_STATE_CLASSES)
+    micro_stop_s: float = 0.0
+    now: datetime | None = None  # open intervals end here; the window is cut here
+
+    def __post_init__(self) -> None:
+        for product, seconds in self.ideal_cycle_s.items():
+            _check_cycle(seconds, f"ideal cycle time of product {product!r}")
+        if self.default_ideal_cycle_s is not None:
+            _check_cycle(self.default_ideal_cycle_s, "default ideal cycle time")
+        if not (math.isfinite(self.micro_stop_s) and self.micro_stop_s >= 0):
+            raise OeeInputError(f"micro_stop_s must be >= 0, got {self.micro_stop_s!r}")
+        if self.now is not None:
+            _check_aware(self.now, "now")
+
+    def cycle_of(self, product: str | None) -> float | None:
+        """Ideal cycle time of a product on this machine, else the default."""
+        if product is not None and product in self.ideal_cycle_s:
+            return float(self.ideal_cycle_s[product])
+        return self.default_ideal_cycle_s
+
+
+@dataclass(frozen=True, slots=True)
+class CycleCount:
+    """Parts made at one ideal cycle time (None: unknown)."""
+
+    ideal_cycle_s: float | None
+    total: int
+    good: int
+
+
+def _mix_key(c: CycleCount) -> tuple[bool, float]:
+    return (c.ideal_cycle_s is None, c.ideal_cycle_s or 0.0)
+
+
+def _merge_mix(items: Iterable[CycleCount]) -> tuple[CycleCount, ...]:
+    """One canonical entry per ideal cycle time, sorted; empty entries dropped."""
+    acc: dict[float | None, tuple[int, int]] = {}
+    for c in items:
+        total, good = acc.get(c.ideal_cycle_s, (0, 0))
+        acc[c.ideal_cycle_s] = (total + c.total, good + c.good)
+    merged = (CycleCount(k, t, g) for k, (t, g) in acc.items() if t)
+    return tuple(sorted(merged, key=_mix_key))
+
+
+def _ratio(num: Fraction | int, den: Fraction | int) -> float | None:
+    return float(Fraction(num) / den) if den else None
+
+
+def _seconds(us: int) -> float:
+    return us / US_PER_S
+
+
+# The figures of a result, in reading order, as ``OeeResult.as_dict`` gives them.
+_FIGURES = (
+    *("calendar_s", "scheduled_s", "planned_downtime_s", "planned_s", "run_s", "down_s"),
+    *("micro_stop_s", "no_data_s", "outside_run_s", "total", "good", "reject"),
+    *("outside_total", "outside_good", "outside_reject", "micro_stops", "failures"),
+    *("ideal_time_s", "good_ideal_time_s", "availability", "performance", "quality"),
+    *("count_quality", "oee", "teep", "mtbf_s", "mttr_s", "availability_loss_s"),
+    *("performance_loss_s", "quality_loss_s", "flags"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OeeResult:
+    """Sums (exact ints) for one asset and time range; every ratio is derived on read.
+
+    Explains itself: planned = run + down; run = ideal time + performance loss;
+    ideal time = good × ict + quality loss; OEE = good × ict / planned = A × P × Q.
+    """
+
+    calendar_us: int = 0
+    scheduled_us: int = 0
+    planned_us: int = 0
+    run_us: int = 0  # includes micro_stop_us
+    down_us: int = 0  # unplanned stops + no_data_us
+    micro_stop_us: int = 0
+    no_data_us: int = 0
+    outside_run_us: int = 0  # running outside planned production time (not in run_us)
+    total: int = 0
+    good: int = 0
+    reject: int = 0
+    outside_total: int = 0  # parts counted outside planned production time
+    outside_good: int = 0
+    outside_reject: int = 0
+    micro_stops: int = 0
+    failures: int = 0
+    cycle_mix: tuple[CycleCount, ...] = ()
+    notes: tuple[str, ...] = ()  # flags about the input (overlapping_states, unmapped_state)
+
+    # --- durations in seconds
+    @property
+    def calendar_s(self) -> float:
+        """Calendar time of the range (cut at ``now``)."""
+        return _seconds(self.calendar_us)
+
+    @property
+    def scheduled_s(self) -> float:
+        """Calendar time inside shifts."""
+        return _seconds(self.scheduled_us)
+
+    @property
+    def planned_downtime_s(self) -> float:
+        """Scheduled time taken out by planned downtime."""
+        return _seconds(self.scheduled_us - self.planned_us)
+
+    @property
+    def planned_s(self) -> float:
+        """Planned production time."""
+        return _seconds(self.planned_us)
+
+    @property
+    def run_s(self) -> float:
+        """Run time inside planned production time (micro-stops included)."""
+        return _seconds(self.run_us)
+
+    @property
+    def down_s(self) -> float:
+        """Unplanned down time (stops and gaps in the state data)."""
+        return _seconds(self.down_us)
+
+    @property
+    def micro_stop_s(self) -> float:
+        """Time in micro-stops (part of run time)."""
+        return _seconds(self.micro_stop_us)
+
+    @property
+    def no_data_s(self) -> float:
+        """Planned production time without any state data (part of down time)."""
+        return _seconds(self.no_data_us)
+
+    @property
+    def outside_run_s(self) -> float:
+        """Running time outside planned production time (not in run time)."""
+        return _seconds(self.outside_run_us)
+
+    # --- ideal times (exact, None when a counted part has no ideal cycle time)
+    def _ideal(self, *, good_only: bool) -> Fraction | None:
+        acc = Fraction(0)
+        for c in self.cycle_mix:
+            if c.ideal_cycle_s is None:
+                return None
+            acc += Fraction(c.ideal_cycle_s) * (c.good if good_only else c.total)
+        return acc
+
+    @property
+    def ideal_time_s(self) -> float | None:
+        """Σ ideal cycle time × total count."""
+        ideal = self._ideal(good_only=False)
+        return None if ideal is None else float(ideal)
+
+    @property
+    def good_ideal_time_s(self) -> float | None:
+        """Σ ideal cycle time × good count: fully productive time."""
+        ideal = self._ideal(good_only=True)
+        return None if ideal is None else float(ideal)
+
+    # --- ratios
+    @property
+    def availability(self) -> float | None:
+        """Run time / planned production time."""
+        return _ratio(self.run_us, self.planned_us)
+
+    @property
+    def performance(self) -> float | None:
+        """Ideal time / run time (not clipped)."""
+        ideal = self._ideal(good_only=False)
+        return None if ideal is None else _ratio(ideal, Fraction(self.run_us, US_PER_S))
+
+    @property
+    def count_quality(self) -> float | None:
+        """Good / total, by count."""
+        return _ratio(self.good, self.total)
+
+    @property
+    def quality(self) -> float | None:
+        """Good ideal time / ideal time (= good / total for one product)."""
+        ideal = self._ideal(good_only=False)
+        if ideal is None or not self.total:
+            return self.count_quality
+        return _ratio(self._ideal(good_only=True) or 0, ideal)
+
+    @property
+    def oee(self) -> float | None:
+        """Good ideal time / planned production time (= A × P × Q)."""
+        good_ideal = self._ideal(good_only=True)
+        return (
+            None if good_ideal is None else _ratio(good_ideal, Fraction(self.planned_us, US_PER_S))
+        )
+
+    @property
+    def teep(self) -> float | None:
+        """Good ideal time / calendar time (= OEE × planned / calendar; None with OEE)."""
+        good_ideal = self._ideal(good_only=True)
+        if not self.planned_us:
+            return None
+        return (
+            None if good_ideal is None else _ratio(good_ideal, Fraction(self.calendar_us, US_PER_S))
+        )
+
+    @property
+    def mtbf_s(self) -> float | None:
+        """Run time / failures."""
+        return _ratio(Fraction(self.run_us, US_PER_S), self.failures)
+
+    @property
+    def mttr_s(self) -> float | None:
+        """Unplanned stop time (gaps excluded) / failures."""
+        return _ratio(Fraction(self.down_us - self.no_data_us, US_PER_S), self.failures)
+
+    # --- losses in seconds
+    @property
+    def availability_loss_s(self) -> float:
+        """Planned − run: the down time."""
+        return _seconds(self.planned_us - self.run_us)
+
+    @property
+    def performance_loss_s(self) -> float | None:
+        """Run − ideal time (negative when performance is above 100 %)."""
+        ideal = self._ideal(good_only=False)
+        return None if ideal is None else float(Fraction(self.run_us, US_PER_S) - ideal)
+
+    @property
+    def quality_loss_s(self) -> float | None:
+        """Ideal time − good ideal time: the ideal time spent on rejects."""
+        ideal, good = self._ideal(good_only=False), self._ideal(good_only=True)
+        return None if ideal is None or good is None else float(ideal - good)
+
+    @property
+    def flags(self) -> list[str]:
+        """What a reader should know before trusting the figures."""
+        found = set(self.notes)
+        perf = self.performance
+        if perf is not None and perf > 1:
+            found.add("performance_over_100")
+        if any(c.ideal_cycle_s is None for c in self.cycle_mix):
+            found.add("no_ideal_cycle_time")
+        if len(self.cycle_mix) > 1:
+            found.add("product_mix")
+        if self.no_data_us:
+            found.add("no_state_data")
+        if self.outside_run_us or self.outside_total:
+            found.add("production_outside_planned_time")
+        return sorted(found)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every figure by name (seconds, counts, ratios, losses, flags) for a schema."""
+        return {name: getattr(self, name) for name in _FIGURES}
+
+
+@dataclass(frozen=True, slots=True)
+class BucketResult:
+    """The result of one bucket [start, end)."""
+
+    start: datetime
+    end: datetime
+    result: OeeResult
+
+
+class _Count(NamedTuple):  # a tuple: a year of count rows is built fast
+    t: int
+    total: int
+    good: int
+    reject: int
+    ict: float | None
+    inside: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """The window's time split once into indexed classes; buckets only read it."""
+
+    lo: int
+    hi: int
+    scheduled: SpanIndex
+    planned: SpanIndex
+    run: SpanIndex
+    micro: SpanIndex
+    down: SpanIndex
+    no_data: SpanIndex
+    outside_run: SpanIndex
+    failure_at: list[int]
+    micro_at: list[int]
+    counts: list[_Count]
+    count_times: list[int]
+    notes: tuple[str, ...]
+
+
+def _normalise_states(
+    inp: OeeInput, open_end: int, notes: set[str]
+) -> list[tuple[int, int, LossClass]]:
+    """Sorted, disjoint (start, end, class): a state ends where the next one starts."""
+    rows = sorted(inp.states, key=lambda s: s.start)
+    out: list[tuple[int, int, LossClass]] = []
+    for i, iv in enumerate(rows):
+        start = to_us(iv.start)
+        end = open_end if iv.end is None else to_us(iv.end)
+        if i + 1 < len(rows) and (nxt := to_us(rows[i + 1].start)) < end:
+            notes.add("overlapping_states")
+            end = nxt
+        if end <= start:
+            continue
+        cls = inp.state_classes.get(iv.state)
+        if cls is None:
+            notes.add("unmapped_state")
+            cls = LossClass.UNPLANNED_DOWN
+        if iv.planned and cls is LossClass.UNPLANNED_DOWN:
+            cls = LossClass.PLANNED_DOWN
+        out.append((start, end, cls))
+    return out
+
+
+def _prepare(inp: OeeInput) -> _Prepared:
+    lo, hi = to_us(inp.window.start), to_us(inp.window.end)
+    now = None if inp.now is None else to_us(inp.now)
+    if now is not None:
+        hi = max(lo, min(hi, now))
+    open_end = now if now is not None else to_us(inp.window.end)
+    if inp.shifts is None:
+        scheduled = [(lo, hi)] if hi > lo else []
+    else:
+        shifts = union((to_us(s.start), to_us(s.end)) for s in inp.shifts)
+        scheduled = SpanIndex(shifts).clip(lo, hi)
+    notes: set[str] = set()
+    states = _normalise_states(inp, open_end, notes)
+    excluded = union(
+        [(to_us(d.start), to_us(d.end)) for d in inp.planned_downtime]
+        + [(s, e) for s, e, cls in states if cls is LossClass.PLANNED_DOWN]
+    )
+    planned = SpanIndex(subtract(scheduled, excluded))
+    pieces = _split_states(states, planned, lo=lo, hi=hi, threshold=_threshold_us(inp))
+    covered = union((s, e) for s, e, _ in states)
+    counts = _counts(inp, planned, lo=lo, hi=hi)
+    return _Prepared(
+        lo=lo,
+        hi=hi,
+        scheduled=SpanIndex(scheduled),
+        planned=planned,
+        run=SpanIndex(pieces.run),
+        micro=SpanIndex(pieces.micro),
+        down=SpanIndex(pieces.down),
+        no_data=SpanIndex(subtract(planned.spans, covered)),
+        outside_run=SpanIndex(pieces.outside_run),
+        failure_at=sorted(pieces.failure_at),
+        micro_at=sorted(pieces.micro_at),
+        counts=counts,
+        count_times=[c.t for c in counts],
+        notes=tuple(sorted(notes)),
+    )
+
+
+def _threshold_us(inp: OeeInput) -> int:
+    return round(inp.micro_stop_s * US_PER_S)
+
+
+@dataclass(slots=True)
+class _Pieces:
+    run: list[Span] = field(default_factory=list)
+    micro: list[Span] = field(default_factory=list)
+    down: list[Span] = field(default_factory=list)
+    outside_run: list[Span] = field(default_factory=list)
+    failure_at: list[int] = field(default_factory=list)
+    micro_at: list[int] = field(default_factory=list)
+
+
+def _split_states(
+    states: Sequence[tuple[int, int, LossClass]],
+    planned: SpanIndex,
+    *,
+    lo: int,
+    hi: int,
+    threshold: int,
+) -> _Pieces:
+    """Cut each state at planned production time; classify stops by their whole length."""
+    out = _Pieces()
+    for start, end, cls in states:
+        inside = planned.clip(start, end)
+        if cls is LossClass.RUNNING:
+            out.run += inside
+            window_part = [(max(start, lo), min(end, hi))] if min(end, hi) > max(start, lo) else []
+            out.outside_run += subtract(window_part, inside)
+        elif cls is LossClass.UNPLANNED_DOWN and inside:
+            micro = end - start < threshold
+            (out.micro if micro else out.down).extend(inside)
+            (out.micro_at if micro else out.failure_at).append(inside[0][0])
+    return out
+
+
+def _counts(inp: OeeInput, planned: SpanIndex, *, lo: int, hi: int) -> list[_Count]:
+    """Count rows inside the window, sorted, with their ideal cycle time and planned status."""
+    rows = []
+    cycles: dict[str | None, float | None] = {}  # a year of rows has a handful of products
+    for c in inp.counts:
+        t = to_us(c.time)
+        if lo <= t < hi:
+            if c.product not in cycles:
+                cycles[c.product] = inp.cycle_of(c.product)
+            ict = cycles[c.product]
+            rows.append(_Count(t, c.total, c.good, c.reject, ict, planned.contains(t)))
+    rows.sort(key=lambda r: r.t)
+    return rows
+
+
+def _mix_of(rows: Iterable[_Count]) -> tuple[CycleCount, ...]:
+    acc: dict[float | None, list[int]] = {}
+    for row in rows:
+        sums = acc.setdefault(row.ict, [0, 0])
+        sums[0] += row.total
+        sums[1] += row.good
+    return _merge_mix(CycleCount(ict, total, good) for ict, (total, good) in acc.items())
+
+
+def _result(p: _Prepared, lo: int, hi: int) -> OeeResult:
+    """Sums of the prepared window over [lo, hi) (already inside the window)."""
+    lo, hi = max(lo, p.lo), min(hi, p.hi)
+    hi = max(hi, lo)
+    i, j = bisect_left(p.count_times, lo), bisect_left(p.count_times, hi)
+    inside = [c for c in p.counts[i:j] if c.inside]
+    outside = [c for c in p.counts[i:j] if not c.inside]
+    micro = p.micro.covered(lo, hi)
+    no_data = p.no_data.covered(lo, hi)
+    return OeeResult(
+        calendar_us=hi - lo,
+        scheduled_us=p.scheduled.covered(lo, hi),
+        planned_us=p.planned.covered(lo, hi),
+        run_us=p.run.covered(lo, hi) + micro,
+        down_us=p.down.covered(lo, hi) + no_data,
+        micro_stop_us=micro,
+        no_data_us=no_data,
+        outside_run_us=p.outside_run.covered(lo, hi),
+        total=sum(c.total for c in inside),
+        good=sum(c.good for c in inside),
+        reject=sum(c.reject for c in inside),
+        outside_total=sum(c.total for c in outside),
+        outside_good=sum(c.good for c in outside),
+        outside_reject=sum(c.reject for c in outside),
+        micro_stops=bisect_left(p.micro_at, hi) - bisect_left(p.micro_at, lo),
+        failures=bisect_left(p.failure_at, hi) - bisect_left(p.failure_at, lo),
+        cycle_mix=_mix_of(inside),
+        notes=p.notes,
+    )
+
+
+def compute_oee(inp: OeeInput) -> OeeResult:
+    """OEE of the whole window."""
+    p = _prepare(inp)
+    return _result(p, p.lo, p.hi)
+
+
+def compute_buckets(inp: OeeInput, edges: Sequence[datetime]) -> list[BucketResult]:
+    """OEE per bucket; ``edges`` split the window (the window's own ends may be included).
+
+    Edges come from the caller (hours, shifts, local days and weeks across DST). The
+    buckets partition the window, so :func:`rollup` of them equals :func:`compute_oee`.
+    """
+    start, end = inp.window.start, inp.window.end
+    for e in edges:
+        _check_aware(e, "bucket edge")
+    if any(b <= a for a, b in pairwise(edges)):
+        raise OeeInputError("bucket edges must be strictly increasing")
+    if edges and (edges[0] < start or edges[-1] > end):
+        raise OeeInputError(f"bucket edges must lie inside the window [{start}, {end}]")
+    points = [start, *(e for e in edges if start < e < end), end]
+    p = _prepare(inp)
+    return [BucketResult(a, b, _result(p, to_us(a), to_us(b))) for a, b in pairwise(points)]
+
+
+_SUMMED = tuple(
+    name for name in OeeResult.__dataclass_fields__ if name not in ("cycle_mix", "notes")
+)
+
+
+def rollup(results: Sequence[OeeResult]) -> OeeResult:
+    """Sum of results (buckets of one asset, or machines the caller chose): ratios recomputed.
+
+    Never an average of percentages. For a line, the caller passes its designated
+    bottleneck or end-of-line machine (the parts of a line pass every machine, so summing
+    the machines of one line counts each part several times); for a site, see
+    :func:`combine_site`.
+    """
+    sums = {name: sum(getattr(r, name) for r in results) for name in _SUMMED}
+    return OeeResult(
+        **sums,
+        cycle_mix=_merge_mix(c for r in results for c in r.cycle_mix),
+        notes=tuple(sorted({n for r in results for n in r.notes})),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SiteOee:
+    """A site's OEE: Σ(good × ict) / Σ planned over the lines' designated machines."""
+
+    members: int
+    calendar_us: int
+    planned_us: int
+    good_ideal_time_s: float | None
+    oee: float | None
+    teep: float | None
+    flags: tuple[str, ...]
+
+    @property
+    def planned_s(self) -> float:
+        """Σ planned production time of the members."""
+        return _seconds(self.planned_us)
+
+    @property
+    def calendar_s(self) -> float:
+        """Σ calendar time of the members."""
+        return _seconds(self.calendar_us)
+
+
+def combine_site(line_results: Sequence[OeeResult]) -> SiteOee:
+    """Site OEE from one result per line (its bottleneck or end-of-line machine)."""
+    total = rollup(line_results)
+    return SiteOee(
+        members=len(line_results),
+        calendar_us=total.calendar_us,
+        planned_us=total.planned_us,
+        good_ideal_time_s=total.good_ideal_time_s,
+        oee=total.oee,
+        teep=total.teep,
+        flags=tuple(total.flags),
+    )

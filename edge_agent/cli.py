@@ -114,6 +114,30 @@ def _add_server_roles(roles: Any) -> None:
     )
     run.set_defaults(func=_server("ingest.service", "main"))
 
+    api = roles.add_parser("api", help="the HTTP API (assets, OEE, ...) and its keys")
+    api_cmds = api.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = api_cmds.add_parser("run", help="serve the API with uvicorn")
+    serve.add_argument("--host", dest="api_host", default=None, help="default 127.0.0.1")
+    serve.add_argument("--port", dest="api_port", type=int, default=None, help="default 8000")
+    serve.set_defaults(func=_server("api.cli", "serve"))
+    keys = api_cmds.add_parser("keys", help="API keys: create, list, revoke")
+    key_cmds = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    create = key_cmds.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True, help="who or what uses the key")
+    create.add_argument("--role", required=True, choices=["viewer", "operator", "admin"])
+    create.set_defaults(func=_server("api.cli", "keys_create"))
+    listing = key_cmds.add_parser("list", help="list keys (never the secrets)")
+    listing.set_defaults(func=_server("api.cli", "keys_list"))
+    revoke = key_cmds.add_parser("revoke", help="revoke a key by id, prefix or name")
+    revoke.add_argument("key", help="id, prefix or name")
+    revoke.set_defaults(func=_server("api.cli", "keys_revoke"))
+    for p in (serve, create, listing, revoke):
+        p.add_argument(
+            "--database-url",
+            default=None,
+            help="postgresql://user@host:port/db (default: $LINEPULSE_DATABASE_URL)",
+        )
+
 
 def _missing(command: str, extra: str) -> int:
     print(

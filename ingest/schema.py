@@ -17,6 +17,9 @@ maintains the rollup tables (``ingest/maintenance.py``).
    PostgreSQL: default partitions, rollup tables, ``rollup_pending`` and
    ``maintenance_state``. ``linepulse_note_samples(lo, hi)`` exists on both.
 3. The read-only group role ``linepulse_reader`` (see ``READER``).
+4. BRIN indexes for pruning the ingest ledger and dead letters.
+5. ``api_keys`` (hashed API keys with roles; not readable by ``linepulse_reader``) and
+   ``audit_log`` (changes made through the API).
 
 Reads must work the same on both: query the tables and the ``samples_1m``/``samples_1h``
 rollups with plain SQL (``date_bin``, not ``time_bucket``).
@@ -521,6 +524,45 @@ def _pruning(conn: psycopg.Connection[Any], timescale: bool) -> None:
     )
 
 
+# ---------------------------------------------------------------------------------------
+# Migration 5: API keys and the audit log (api/auth, api/audit.py)
+
+API_KEYS = """
+-- API keys: 'lp_<prefix>_<secret>'; only the prefix (for lookup) and a salted, slow hash of
+-- the whole key are stored, so the database never holds a usable key.
+CREATE TABLE api_keys (
+    id           serial PRIMARY KEY,
+    name         text NOT NULL,
+    prefix       text NOT NULL UNIQUE,
+    hash         text NOT NULL,
+    role         text NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at   timestamptz
+);
+
+-- Every change made through the API: who (the key), what, and the row before and after.
+CREATE TABLE audit_log (
+    id        bigserial PRIMARY KEY,
+    time      timestamptz NOT NULL DEFAULT now(),
+    actor_key integer REFERENCES api_keys (id) ON DELETE SET NULL,
+    action    text NOT NULL,
+    entity    text NOT NULL,
+    entity_id text,
+    before    jsonb,
+    after     jsonb
+);
+CREATE INDEX audit_log_entity ON audit_log (entity, entity_id, time);
+CREATE INDEX audit_log_time ON audit_log USING brin (time);
+"""
+
+
+def _api_keys(conn: psycopg.Connection[Any], timescale: bool) -> None:
+    conn.execute(API_KEYS)
+    # Key hashes are nobody's business but the API's (the dashboards' reader role included).
+    conn.execute(f"REVOKE ALL ON api_keys FROM {READER_ROLE}")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "core tables: assets, tags, samples, states, counts, ledger, dead letters", _initial
@@ -534,6 +576,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(3, f"read-only role {READER_ROLE} for dashboards", _reader),
     Migration(4, "BRIN indexes to prune the ingest ledger and dead letters by age", _pruning),
+    Migration(5, "api keys (hashed, with roles) and the audit log", _api_keys),
 ]
 LATEST_VERSION = MIGRATIONS[-1].version
 

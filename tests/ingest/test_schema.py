@@ -34,6 +34,8 @@ CORE_TABLES = {
     "gateway_status",
     "schema_migrations",
     "storage_retention",
+    "api_keys",  # migration 5 (api)
+    "audit_log",
 }
 PLAIN_ONLY = {
     "samples_1m",

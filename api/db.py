@@ -1,0 +1,50 @@
+"""The SQLAlchemy 2 engine (psycopg 3) and the per-request session dependency."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session
+
+from api.config import ApiSettings
+
+# PostgreSQL's integer: ids above it are not ids (and would make psycopg raise).
+INT4_MAX = 2**31 - 1
+_SCHEME = re.compile(r"^(postgres|postgresql)(\+psycopg2?|\+psycopg)?://")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://`` (or ``postgres://``) as SQLAlchemy's ``postgresql+psycopg://``."""
+    return _SCHEME.sub("postgresql+psycopg://", url.strip(), count=1)
+
+
+def make_engine(settings: ApiSettings) -> Engine:
+    """An engine with a bounded pool and a statement timeout (no query runs away)."""
+    timeout_ms = int(settings.statement_timeout_s * 1000)
+    return create_engine(
+        sqlalchemy_url(settings.database_url),
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout_s,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "connect_timeout": 10,
+            "options": f"-c statement_timeout={timeout_ms} -c TimeZone=UTC",
+            "application_name": "linepulse-api",
+        },
+    )
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One session per request; services commit what they change, the rest is rolled back."""
+    engine: Engine = request.app.state.engine
+    with Session(engine) as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]

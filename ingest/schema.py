@@ -563,6 +563,50 @@ def _api_keys(conn: psycopg.Connection[Any], timescale: bool) -> None:
     conn.execute(f"REVOKE ALL ON api_keys FROM {READER_ROLE}")
 
 
+# ---------------------------------------------------------------------------------------
+# Migration 6: OEE configuration (api/oee, api/calendar.py)
+
+OEE_SETTINGS = """
+-- Exceptions to a site's weekly shift calendar, on one local date: a holiday removes the
+-- named shift (shift_name NULL: every shift starting that day); an extra shift adds one.
+CREATE TABLE shift_exceptions (
+    id          serial PRIMARY KEY,
+    site_id     integer NOT NULL REFERENCES assets (id) ON DELETE CASCADE,
+    date        date NOT NULL,
+    shift_name  text,
+    kind        text NOT NULL CHECK (kind IN ('holiday', 'extra')),
+    start_local time,
+    duration    interval CHECK (duration > interval '0' AND duration <= interval '24h'),
+    note        text,
+    CHECK (kind = 'holiday' OR (start_local IS NOT NULL AND duration IS NOT NULL))
+);
+CREATE INDEX shift_exceptions_site_date ON shift_exceptions (site_id, date);
+
+-- What a machine state means for OEE: asset_id NULL is the default for every asset.
+CREATE TABLE state_loss_classes (
+    id         serial PRIMARY KEY,
+    asset_id   integer REFERENCES assets (id) ON DELETE CASCADE,
+    state      text NOT NULL,
+    loss_class text NOT NULL
+               CHECK (loss_class IN ('running', 'unplanned_down', 'planned_down'))
+);
+CREATE UNIQUE INDEX state_loss_classes_key ON state_loss_classes (coalesce(asset_id, 0), state);
+
+-- Per-machine OEE settings: the micro-stop threshold, and whether this machine's output
+-- is its line's output (a line's OEE is that machine's).
+CREATE TABLE machine_settings (
+    asset_id       integer PRIMARY KEY REFERENCES assets (id) ON DELETE CASCADE,
+    micro_stop_s   double precision NOT NULL DEFAULT 0 CHECK (micro_stop_s >= 0),
+    is_line_output boolean NOT NULL DEFAULT false
+);
+CREATE INDEX shifts_site ON shifts (site_id);
+"""
+
+
+def _oee_settings(conn: psycopg.Connection[Any], timescale: bool) -> None:
+    conn.execute(OEE_SETTINGS)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "core tables: assets, tags, samples, states, counts, ledger, dead letters", _initial
@@ -577,6 +621,11 @@ MIGRATIONS: list[Migration] = [
     Migration(3, f"read-only role {READER_ROLE} for dashboards", _reader),
     Migration(4, "BRIN indexes to prune the ingest ledger and dead letters by age", _pruning),
     Migration(5, "api keys (hashed, with roles) and the audit log", _api_keys),
+    Migration(
+        6,
+        "oee settings: shift exceptions, state loss classes, machine settings",
+        _oee_settings,
+    ),
 ]
 LATEST_VERSION = MIGRATIONS[-1].version
 

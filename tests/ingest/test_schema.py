@@ -36,6 +36,9 @@ CORE_TABLES = {
     "storage_retention",
     "api_keys",  # migration 5 (api)
     "audit_log",
+    "shift_exceptions",  # migration 6 (api/oee)
+    "state_loss_classes",
+    "machine_settings",
 }
 PLAIN_ONLY = {
     "samples_1m",

@@ -22,7 +22,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.assets.routes import router as assets_router
 from api.config import ApiSettings
 from api.db import make_engine
+from api.downtime.routes import router as downtime_router
 from api.errors import install_handlers
+from api.live.routes import router as live_router
+from api.oee.routes import router as oee_router
+from api.timeseries.routes import router as timeseries_router
 
 API_PREFIX = "/api/v1"
 DESCRIPTION = """Assets, OEE, downtime and yield of the plants linepulse collects.
@@ -42,7 +46,13 @@ LATENCY = Histogram(
 )
 
 # Routers of the domains, in the order they appear in /docs; each mounts under /api/v1.
-ROUTERS: list[APIRouter] = [assets_router]
+ROUTERS: list[APIRouter] = [
+    assets_router,
+    live_router,
+    timeseries_router,
+    downtime_router,
+    oee_router,
+]
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:

@@ -1,0 +1,1 @@
+"""Downtime: stop events of an asset over a range, their Pareto, MTBF and MTTR."""

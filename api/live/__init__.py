@@ -1,0 +1,1 @@
+"""Live view: every machine's current state and product, and the gateways."""

@@ -1,0 +1,1 @@
+"""Time series of one tag: raw or downsampled samples over a range."""

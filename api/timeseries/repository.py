@@ -1,0 +1,95 @@
+"""All SQL of the time-series domain (plain SQL: the same on PostgreSQL and TimescaleDB)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+Row = dict[str, Any]
+Rollup = Literal["samples_1m", "samples_1h"]
+_GOOD = 0
+
+# Each EXISTS is one probe of the (tag_id, time DESC) index.
+_KINDS = """
+SELECT EXISTS (SELECT 1 FROM samples WHERE tag_id = :tag AND time >= :start AND time < :end)
+           AS numeric,
+       EXISTS (SELECT 1 FROM samples_text WHERE tag_id = :tag AND time >= :start AND time < :end)
+           AS text
+"""
+
+# Buckets over raw samples: the good ones only, as in the rollups (so switching between raw
+# and rollup sources never changes what a bucket means).
+_RAW_BUCKETS = f"""
+SELECT date_bin(CAST(:width AS interval), time, :start) AS time,
+       min(value) AS min, max(value) AS max, avg(value) AS avg, count(*) AS count
+FROM samples
+WHERE tag_id = :tag AND time >= :start AND time < :end
+  AND quality = {_GOOD} AND value IS NOT NULL
+GROUP BY 1 ORDER BY 1
+"""
+
+# Re-aggregating rollup buckets that start inside the range: min of mins, max of maxes and
+# the count-weighted mean of the means.
+_ROLLUP_BUCKETS = """
+SELECT date_bin(CAST(:width AS interval), bucket, :start) AS time,
+       min(min) AS min, max(max) AS max,
+       sum(avg * count) / sum(count) AS avg, sum(count) AS count
+FROM {table}
+WHERE tag_id = :tag AND bucket >= :start AND bucket < :end AND count > 0
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def _rows(session: Session, sql: str, params: Row) -> list[Row]:
+    return [dict(r) for r in session.execute(text(sql), params).mappings()]
+
+
+def tag(session: Session, tag_id: int) -> Row | None:
+    """One tag by id."""
+    rows = _rows(session, "SELECT id, name, datatype FROM tags WHERE id = :id", {"id": tag_id})
+    return rows[0] if rows else None
+
+
+def kinds(session: Session, tag_id: int, *, start: datetime, end: datetime) -> Row:
+    """Whether the tag has numeric and/or text samples in ``[start, end)``."""
+    return _rows(session, _KINDS, {"tag": tag_id, "start": start, "end": end})[0]
+
+
+def raw(
+    session: Session, tag_id: int, *, start: datetime, end: datetime, limit: int, textual: bool
+) -> list[Row]:
+    """The first ``limit`` raw samples in ``[start, end)``, oldest first."""
+    table = "samples_text" if textual else "samples"
+    return _rows(
+        session,
+        f"SELECT time, value, quality FROM {table}"
+        " WHERE tag_id = :tag AND time >= :start AND time < :end ORDER BY time LIMIT :limit",
+        {"tag": tag_id, "start": start, "end": end, "limit": limit},
+    )
+
+
+def raw_buckets(
+    session: Session, tag_id: int, *, start: datetime, end: datetime, width: timedelta
+) -> list[Row]:
+    """min/max/avg/count of the good raw samples per bucket of ``width`` from ``start``."""
+    params = {"tag": tag_id, "start": start, "end": end, "width": width}
+    return _rows(session, _RAW_BUCKETS, params)
+
+
+def rollup_buckets(
+    session: Session,
+    tag_id: int,
+    *,
+    table: Rollup,
+    start: datetime,
+    end: datetime,
+    width: timedelta,
+) -> list[Row]:
+    """The rollup rows of ``table`` re-aggregated into buckets of ``width`` from ``start``."""
+    if table not in ("samples_1m", "samples_1h"):  # never interpolate anything else
+        raise ValueError(f"not a rollup table: {table!r}")
+    params = {"tag": tag_id, "start": start, "end": end, "width": width}
+    return _rows(session, _ROLLUP_BUCKETS.format(table=table), params)

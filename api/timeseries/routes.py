@@ -1,0 +1,42 @@
+"""/api/v1/tags/{tag_id}/samples: a tag's samples over a range, downsampled on the server."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import AwareDatetime
+
+from api.auth.deps import ViewerDep
+from api.db import INT4_MAX, SessionDep
+from api.errors import ERRORS, ErrorResponse
+from api.timeseries import service
+from api.timeseries.schemas import SeriesPublic
+
+router = APIRouter(prefix="/tags", tags=["time series"], responses=ERRORS)
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such tag"}
+}
+
+
+@router.get("/{tag_id}/samples", response_model=SeriesPublic, responses=_NOT_FOUND)
+def tag_samples(
+    tag_id: Annotated[int, Path(ge=1, le=INT4_MAX, description="The tag's id", examples=[7])],
+    start: Annotated[
+        AwareDatetime,
+        Query(description="Range start (inclusive)", examples=["2026-01-05T06:00:00+01:00"]),
+    ],
+    end: Annotated[
+        AwareDatetime,
+        Query(description="Range end (exclusive)", examples=["2026-01-05T14:00:00+01:00"]),
+    ],
+    session: SessionDep,
+    _key: ViewerDep,
+    max_points: Annotated[
+        int,
+        Query(ge=1, le=service.MAX_POINTS, description="At most this many points or buckets"),
+    ] = service.DEFAULT_POINTS,
+) -> SeriesPublic:
+    """A tag's samples in [start, end): raw, or min/max/avg buckets (from rollups when long)."""
+    return service.series(session, tag_id, start=start, end=end, max_points=max_points)

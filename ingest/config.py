@@ -84,11 +84,11 @@ class IngestSettings(BaseSettings):
     topic_prefix: str = "linepulse"
     shared_group: str = "linepulse-ingest"  # empty: a plain (non-shared) subscription
     session_expiry: Duration = Field(default=86400.0, ge=0, le=0xFFFFFFFF)
-    receive_maximum: int = Field(default=1000, ge=1, le=65535)
-    batch_max_messages: int = Field(default=500, ge=1)
-    batch_max_samples: int = Field(default=50_000, ge=1)
+    receive_maximum: int = Field(default=400, ge=1, le=65535)
+    batch_max_messages: int = Field(default=200, ge=1)
+    batch_max_samples: int = Field(default=200_000, ge=1)
     flush_interval: Duration = Field(default=0.25, gt=0, le=MAX_FLUSH_INTERVAL)
-    max_held_messages: int = Field(default=1000, ge=1)
+    max_held_messages: int = Field(default=600, ge=1)
     max_message_bytes: Size = Field(default=1024 * 1024, ge=1024)
     dead_letter_max_bytes: Size = Field(default=64 * 1024, ge=0)
     health_host: str = "127.0.0.1"

@@ -26,6 +26,7 @@ from api.downtime.routes import router as downtime_router
 from api.errors import install_handlers
 from api.live.routes import router as live_router
 from api.oee.routes import router as oee_router
+from api.production.routes import router as production_router
 from api.timeseries.routes import router as timeseries_router
 
 API_PREFIX = "/api/v1"
@@ -52,6 +53,7 @@ ROUTERS: list[APIRouter] = [
     timeseries_router,
     downtime_router,
     oee_router,
+    production_router,
 ]
 
 

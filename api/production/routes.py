@@ -1,0 +1,49 @@
+"""/api/v1/yield: first-pass yield and scrap rate of an asset, whole or per product."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from api.auth.deps import ViewerDep
+from api.db import INT4_MAX, SessionDep
+from api.errors import ERRORS, ErrorResponse
+from api.production import service
+from api.production.schemas import YieldBy, YieldPublic
+
+router = APIRouter(tags=["production"], responses=ERRORS)
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such asset"}
+}
+
+
+@router.get("/yield", response_model=YieldPublic, responses=_NOT_FOUND)
+def yield_(
+    asset_id: Annotated[
+        int,
+        Query(
+            ge=1, le=INT4_MAX, description="A machine, or a line/area/site (all machines under it)"
+        ),
+    ],
+    start: Annotated[
+        AwareDatetime, Query(description="Range start", examples=["2026-01-05T06:00:00+01:00"])
+    ],
+    end: Annotated[
+        AwareDatetime,
+        Query(description="Range end (exclusive)", examples=["2026-01-05T14:00:00+01:00"]),
+    ],
+    session: SessionDep,
+    _key: ViewerDep,
+    by: Annotated[
+        YieldBy, Query(description="none: the whole; product: also per product")
+    ] = "none",
+) -> YieldPublic:
+    """First-pass yield (good / total) and scrap rate (reject / total) in [start, end).
+
+    Counts are first-pass: the PLC counters do not count a reworked part again. Ratios
+    are null when no parts were made.
+    """
+    return service.yield_of(session, asset_id=asset_id, start=start, end=end, by=by)

@@ -1,0 +1,167 @@
+"""GET /api/v1/yield against real PostgreSQL: subtree, clipping, per product, null ratios."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from api.errors import NAIVE_TIMESTAMP
+
+Headers = dict[str, dict[str, str]]
+T0 = datetime(2025, 3, 3, 6, 0, tzinfo=UTC)
+END = T0 + timedelta(minutes=60)
+
+
+def _m(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def _asset(
+    session: Session, *, name: str, level: str, parent: dict[str, Any] | None
+) -> dict[str, Any]:
+    path = name if parent is None else f"{parent['path']}/{name}"
+    row = session.execute(
+        text(
+            "INSERT INTO assets (name, level, parent_id, path) VALUES (:n, :l, :p, :path)"
+            " RETURNING id, path"
+        ),
+        {"n": name, "l": level, "p": parent["id"] if parent else None, "path": path},
+    )
+    return dict(row.mappings().one())
+
+
+# (machine, minute from T0, good, reject, product). Rows at -1 and at 60 (= END) lie just
+# outside [T0, END); line_10 is a sibling whose path starts with "line_1" but is not under it.
+COUNTS = [
+    ("m1", -1, 90, 10, "A"), ("m1", 0, 45, 5, "A"), ("m1", 10, 27, 3, "B"),
+    ("m1", 20, 20, 0, None), ("m1", 60, 0, 40, "A"), ("m2", 30, 54, 6, "A"),
+    ("m2", 35, 0, 0, "C"), ("m2", 59.999, 5, 5, None), ("other", 30, 1, 999, "A"),
+]  # fmt: skip
+
+
+@pytest.fixture
+def line(db_session: Session) -> dict[str, Any]:
+    """line_1 with machines m1 and m2, a sibling line_10 with machine 'other', and COUNTS."""
+    site = _asset(db_session, name=f"site-{uuid.uuid4().hex[:8]}", level="site", parent=None)
+    area = _asset(db_session, name="pack", level="area", parent=site)
+    ln = _asset(db_session, name="line_1", level="line", parent=area)
+    sibling = _asset(db_session, name="line_10", level="line", parent=area)
+    assets = {
+        "line": ln,
+        "m1": _asset(db_session, name="m1", level="machine", parent=ln),
+        "m2": _asset(db_session, name="m2", level="machine", parent=ln),
+        "other": _asset(db_session, name="other", level="machine", parent=sibling),
+    }
+    rows = [{"a": assets[m]["id"], "t": _m(t), "g": g, "r": r, "p": p} for m, t, g, r, p in COUNTS]
+    db_session.execute(
+        text(
+            "INSERT INTO production_counts (asset_id, time, total, good, reject, product)"
+            " VALUES (:a, :t, :g + :r, :g, :r, :p)"
+        ),
+        rows,
+    )
+    db_session.commit()
+    return assets
+
+
+def _get(client: TestClient, headers: Headers, **params: Any) -> Any:
+    params = {k: v.isoformat() if isinstance(v, datetime) else v for k, v in params.items()}
+    response = client.get("/api/v1/yield", params=params, headers=headers["viewer"])
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _fig(body: Any) -> tuple[Any, ...]:
+    return (
+        body["total"], body["good"], body["reject"], body["first_pass_yield"], body["scrap_rate"]
+    )  # fmt: skip
+
+
+def test_machine_clipped_to_the_range(
+    api_client: TestClient, role_headers: Headers, line: dict[str, Any]
+) -> None:
+    body = _get(api_client, role_headers, asset_id=line["m1"]["id"], start=T0, end=END)
+    # The rows at T0 (included) and END (excluded); the one a minute before is out.
+    assert _fig(body["whole"]) == (100, 92, 8, pytest.approx(0.92), pytest.approx(0.08))
+    assert body["by"] == "none" and body["products"] == []
+    # Narrower: only the row at minute 10 is in [10, 20).
+    body = _get(api_client, role_headers, asset_id=line["m1"]["id"], start=_m(10), end=_m(20))
+    assert _fig(body["whole"]) == (30, 27, 3, pytest.approx(0.9), pytest.approx(0.1))
+    # Widened by a minute each way: both edge rows come in.
+    body = _get(api_client, role_headers, asset_id=line["m1"]["id"], start=_m(-1), end=_m(61))
+    assert _fig(body["whole"])[:3] == (240, 182, 58)
+
+
+def test_line_by_product(
+    api_client: TestClient, role_headers: Headers, line: dict[str, Any]
+) -> None:
+    body = _get(
+        api_client, role_headers, asset_id=line["line"]["id"], start=T0, end=END, by="product"
+    )
+    assert _fig(body["whole"]) == (
+        170, 151, 19, pytest.approx(151 / 170), pytest.approx(19 / 170)
+    )  # fmt: skip
+    # Most parts first; B and the null product tie at 30; C made none: null ratios.
+    assert [(p["product"], *_fig(p)) for p in body["products"]] == [
+        ("A", 110, 99, 11, pytest.approx(0.9), pytest.approx(0.1)),
+        ("B", 30, 27, 3, pytest.approx(0.9), pytest.approx(0.1)),
+        (None, 30, 25, 5, pytest.approx(25 / 30), pytest.approx(5 / 30)),
+        ("C", 0, 0, 0, None, None),
+    ]
+
+
+def test_zero_total_gives_null_ratios(
+    api_client: TestClient, role_headers: Headers, line: dict[str, Any]
+) -> None:
+    m2 = line["m2"]["id"]
+    empty = _get(api_client, role_headers, asset_id=m2, start=_m(40), end=_m(50), by="product")
+    assert _fig(empty["whole"]) == (0, 0, 0, None, None) and empty["products"] == []
+    zero = _get(api_client, role_headers, asset_id=m2, start=_m(31), end=_m(40), by="product")
+    assert _fig(zero["whole"]) == (0, 0, 0, None, None)
+    assert [p["product"] for p in zero["products"]] == ["C"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "needle"),
+    [
+        ({"start": "2025-03-03T06:00:00", "end": END.isoformat()}, "start", NAIVE_TIMESTAMP),
+        ({"start": T0.isoformat(), "end": "2025-03-03T07:00:00"}, "end", NAIVE_TIMESTAMP),
+        ({"start": END.isoformat(), "end": T0.isoformat()}, "end", "after start"),
+        ({"start": T0.isoformat(), "end": T0.isoformat()}, "end", "after start"),
+        ({"start": "2023-01-01T00:00:00Z", "end": END.isoformat()}, "start", "at most"),
+        ({"start": T0.isoformat(), "end": END.isoformat(), "by": "shift"}, "by", ""),
+        ({"start": T0.isoformat()}, "end", "required"),
+    ],
+)
+def test_bad_input_422(
+    api_client: TestClient,
+    role_headers: Headers,
+    line: dict[str, Any],
+    params: dict[str, Any],
+    field: str,
+    needle: str,
+) -> None:
+    params = {"asset_id": line["m1"]["id"], **params}
+    response = api_client.get("/api/v1/yield", params=params, headers=role_headers["viewer"])
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field and needle in error["message"]
+
+
+def test_unknown_asset_404_and_no_key_401(api_client: TestClient, role_headers: Headers) -> None:
+    params: dict[str, Any] = {
+        "asset_id": 2**31 - 2,
+        "start": T0.isoformat(),
+        "end": END.isoformat(),
+    }
+    response = api_client.get("/api/v1/yield", params=params, headers=role_headers["viewer"])
+    assert response.status_code == 404 and response.json()["error"]["field"] == "asset_id"
+    assert api_client.get("/api/v1/yield", params=params).status_code == 401
+    bad_key = {"Authorization": "Bearer not-a-key"}
+    assert api_client.get("/api/v1/yield", params=params, headers=bad_key).status_code == 401

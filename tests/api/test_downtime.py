@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.errors import NAIVE_TIMESTAMP
+from tests.api.helpers import insert_asset as _asset
 
 Headers = dict[str, dict[str, str]]
 T0 = datetime(2025, 3, 3, 6, 0, tzinfo=UTC)
@@ -20,24 +21,6 @@ END = T0 + timedelta(minutes=60)
 
 def _m(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
-
-
-def _asset(
-    session: Session, *, name: str, level: str, parent: dict[str, Any] | None
-) -> dict[str, Any]:
-    path = name if parent is None else f"{parent['path']}/{name}"
-    row = (
-        session.execute(
-            text(
-                "INSERT INTO assets (name, level, parent_id, path) VALUES (:n, :l, :p, :path)"
-                " RETURNING id, path"
-            ),
-            {"n": name, "l": level, "p": parent["id"] if parent else None, "path": path},
-        )
-        .mappings()
-        .one()
-    )
-    return dict(row)
 
 
 # Machine 1, minutes from T0: running -10..10, fault(jam) 10..15, running 15..40, idle (no

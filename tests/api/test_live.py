@@ -11,27 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from tests.api.helpers import insert_asset as _asset
+
 Headers = dict[str, dict[str, str]]
 URL = "/api/v1/live"
 T0 = datetime(2025, 3, 3, 6, 0, tzinfo=UTC)
-
-
-def _asset(
-    session: Session, *, name: str, level: str, parent: dict[str, Any] | None
-) -> dict[str, Any]:
-    path = name if parent is None else f"{parent['path']}/{name}"
-    row = (
-        session.execute(
-            text(
-                "INSERT INTO assets (name, level, parent_id, path) VALUES (:n, :l, :p, :path)"
-                " RETURNING id, path"
-            ),
-            {"n": name, "l": level, "p": parent["id"] if parent else None, "path": path},
-        )
-        .mappings()
-        .one()
-    )
-    return dict(row)
 
 
 def _site(session: Session, machines: tuple[str, ...]) -> dict[str, Any]:

@@ -20,6 +20,9 @@ maintains the rollup tables (``ingest/maintenance.py``).
 4. BRIN indexes for pruning the ingest ledger and dead letters.
 5. ``api_keys`` (hashed API keys with roles; not readable by ``linepulse_reader``) and
    ``audit_log`` (changes made through the API).
+6. OEE settings: shift exceptions, state loss classes, machine settings.
+7. ``stop_reasons`` (operators' reasons for stop time, laid over the machines' own) and
+   ``production_rejects`` (rejected parts by reason, where the PLC counts them so).
 
 Reads must work the same on both: query the tables and the ``samples_1m``/``samples_1h``
 rollups with plain SQL (``date_bin``, not ``time_bucket``).
@@ -607,6 +610,43 @@ def _oee_settings(conn: psycopg.Connection[Any], timescale: bool) -> None:
     conn.execute(OEE_SETTINGS)
 
 
+STOP_REASONS = """
+-- An operator's reason for an asset's stop time over [start_time, end_time): it overrides
+-- the reason the machine reported there. Kept apart from state_intervals (which ingest
+-- rewrites when late events arrive), so an assignment survives any rebuild; splitting a
+-- stop is assigning adjacent ranges of it different reasons.
+CREATE TABLE stop_reasons (
+    id         serial PRIMARY KEY,
+    asset_id   integer NOT NULL REFERENCES assets (id) ON DELETE CASCADE,
+    start_time timestamptz NOT NULL,
+    end_time   timestamptz NOT NULL,
+    code       text NOT NULL REFERENCES downtime_reasons (code) ON UPDATE CASCADE,
+    note       text,
+    created_by integer REFERENCES api_keys (id) ON DELETE SET NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (end_time > start_time),
+    EXCLUDE USING gist (asset_id WITH =, tstzrange(start_time, end_time) WITH &&)
+);
+
+-- Rejected parts by reason (a subset of production_counts.reject: where the PLC counts
+-- rejects per reason; what no reason counter saw stays unattributed).
+CREATE TABLE production_rejects (
+    asset_id integer NOT NULL REFERENCES assets (id) ON DELETE CASCADE,
+    time     timestamptz NOT NULL,
+    reason   text NOT NULL,
+    count    integer NOT NULL CHECK (count > 0),
+    product  text,
+    agent    text,
+    seq      bigint
+);
+CREATE INDEX production_rejects_asset_time ON production_rejects (asset_id, time);
+"""
+
+
+def _stop_reasons(conn: psycopg.Connection[Any], timescale: bool) -> None:
+    conn.execute(STOP_REASONS)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "core tables: assets, tags, samples, states, counts, ledger, dead letters", _initial
@@ -626,6 +666,7 @@ MIGRATIONS: list[Migration] = [
         "oee settings: shift exceptions, state loss classes, machine settings",
         _oee_settings,
     ),
+    Migration(7, "operators' stop reasons and rejects by reason", _stop_reasons),
 ]
 LATEST_VERSION = MIGRATIONS[-1].version
 

@@ -23,6 +23,8 @@ CORE_TABLES = {
     "state_events",
     "state_intervals",
     "production_counts",
+    "production_rejects",
+    "stop_reasons",
     "products",
     "product_cycle_times",
     "downtime_reasons",

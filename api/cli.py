@@ -123,3 +123,23 @@ def serve(args: argparse.Namespace) -> int:
         workers=None,
     )
     return 0
+
+
+def demo_config(args: argparse.Namespace) -> int:
+    """Configure OEE (shifts, products, reasons, line output) of the simulated line."""
+    from api.demo import DemoSetupError, configure
+
+    session = _session(args)
+    if session is None:
+        return 2
+    try:
+        with session:
+            done = configure(session, line_path=args.line, timezone=args.timezone)
+    except DemoSetupError as err:
+        _error(str(err))
+        return 3
+    except SQLAlchemyError as err:
+        _error(f"database: {str(err).splitlines()[0]}")
+        return 1
+    print("; ".join(done) or "already configured", flush=True)
+    return 0

@@ -131,7 +131,13 @@ def _add_server_roles(roles: Any) -> None:
     revoke = key_cmds.add_parser("revoke", help="revoke a key by id, prefix or name")
     revoke.add_argument("key", help="id, prefix or name")
     revoke.set_defaults(func=_server("api.cli", "keys_revoke"))
-    for p in (serve, create, listing, revoke):
+    demo_cfg = api_cmds.add_parser(
+        "demo-config", help="configure OEE of the simulated line (shifts, products, reasons)"
+    )
+    demo_cfg.add_argument("--line", default="plant1/packaging/line1", help="the line's path")
+    demo_cfg.add_argument("--timezone", default="UTC", help="the site's IANA time zone")
+    demo_cfg.set_defaults(func=_server("api.cli", "demo_config"))
+    for p in (serve, create, listing, revoke, demo_cfg):
         p.add_argument(
             "--database-url",
             default=None,

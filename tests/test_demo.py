@@ -45,6 +45,10 @@ def test_demo_runs_the_platform_on_embedded_defaults(tmp_path: Path) -> None:
     parts = [int(n) for n in re.findall(r"(\d+) parts counted", out)]
     assert parts and parts[-1] > 0, out
     assert "gateway gw-line1: offline" in out
+    # The API ran, the line got its OEE settings, and its OEE came back as figures.
+    assert re.search(r"api    viewer key lp_\w+", out), out
+    oee = re.findall(r"oee    plant1/packaging/line1 since start: .* OEE ([\d.]+) %", out)
+    assert oee and 0 < float(oee[-1]) <= 100, out
     # The local database and broker kept their data under the data dir.
     assert (tmp_path / "demo" / "postgres").is_dir()
     assert (tmp_path / "demo" / "gateway" / "outbox.sqlite").exists()

@@ -37,7 +37,7 @@ def test_configures_the_line_once_and_keeps_what_an_admin_set(db_session: Sessio
         {"s": site["id"]},
     ).one()  # fmt: skip
     assert (tz, shifts) == ("Europe/Berlin", 21)
-    settings = dict(
+    settings: dict[int, float] = dict(
         db_session.execute(
             text("SELECT asset_id, micro_stop_s FROM machine_settings WHERE asset_id = ANY(:a)"),
             {"a": list(ids.values())},

@@ -1,4 +1,4 @@
-"""/api/v1/yield: first-pass yield and scrap rate of an asset, whole or per product."""
+"""/api/v1/yield: first-pass yield and scrap rate of an asset, whole, per product or reason."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ def yield_(
     asset_id: Annotated[
         int,
         Query(
-            ge=1, le=INT4_MAX, description="A machine, or a line/area/site (all machines under it)"
+            ge=1,
+            le=INT4_MAX,
+            description="A machine, or a line/area/site (all machines under it)",
+            examples=[12],
         ),
     ],
     start: Annotated[
@@ -38,12 +41,20 @@ def yield_(
     session: SessionDep,
     _key: ViewerDep,
     by: Annotated[
-        YieldBy, Query(description="none: the whole; product: also per product")
+        YieldBy,
+        Query(
+            description="none: the whole; product: also per product; reason: also the rejects "
+            "by reason (with the unattributed rest); product_reason: per product, each with "
+            "its rejects by reason, and the rejects by reason overall",
+            examples=["reason"],
+        ),
     ] = "none",
 ) -> YieldPublic:
-    """First-pass yield (good / total) and scrap rate (reject / total) in [start, end).
+    """First-pass yield and scrap rate in [start, end), whole, per product or per reason.
 
     Counts are first-pass: the PLC counters do not count a reworked part again. Ratios
-    are null when no parts were made.
+    are null when no parts were made. Rejects by reason come from per-reason counters;
+    what none of them saw is unattributed (reason null), and where they saw more than the
+    reject counter the excess is over_attributed, with a note.
     """
     return service.yield_of(session, asset_id=asset_id, start=start, end=end, by=by)

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 Row = dict[str, Any]
+Point = tuple[datetime, float]
 Rollup = Literal["samples_1m", "samples_1h"]
 _GOOD = 0
 
@@ -40,6 +41,49 @@ SELECT date_bin(CAST(:width AS interval), bucket, :start) AS time,
 FROM {table}
 WHERE tag_id = :tag AND bucket >= :start AND bucket < :end AND count > 0
 GROUP BY 1 ORDER BY 1
+"""
+
+
+# M4 over the good raw samples: per column of :width from :start, the first, last, lowest
+# and highest sample, as distinct (time, value) points; api/timeseries/shape.py:m4 is the
+# definition, ties included (the earliest sample wins; at equal times the lower value is
+# the first). One hash aggregate and no sort (window functions sorted the rows four times:
+# 2-3x slower): each pick is the min or max of a float8 array, compared element by element,
+# with the time as whole microseconds since :start (exact in a float8 over any range the
+# API allows).
+_M4 = f"""
+WITH good AS (
+    SELECT date_bin(CAST(:width AS interval), time, :start) AS col, value,
+           round(date_part('epoch', time - :start) * 1000000) AS us
+    FROM samples
+    WHERE tag_id = :tag AND time >= :start AND time < :end
+      AND quality = {_GOOD} AND value IS NOT NULL
+), per_column AS (
+    SELECT min(ARRAY[us, value]) AS head, max(ARRAY[us, value]) AS tail,
+           min(ARRAY[value, us]) AS low, max(ARRAY[value, -us]) AS high
+    FROM good GROUP BY col
+)
+SELECT DISTINCT CAST(:start AS timestamptz) + p.us * interval '1 microsecond' AS time, p.value
+FROM per_column,
+     LATERAL (VALUES (head[1], head[2]), (tail[1], tail[2]), (low[2], low[1]),
+                     (-high[2], high[1])) AS p (us, value)
+ORDER BY 1, 2
+"""
+
+_GOOD_POINTS = f"""
+SELECT time, value FROM samples
+WHERE tag_id = :tag AND time >= :start AND time < :end AND quality = {_GOOD} AND value IS NOT NULL
+ORDER BY time, value
+"""
+
+# Counting stops at :limit: the answer is "this many" or "at least :limit".
+_COUNT_GOOD = f"""
+SELECT count(*) FROM (
+    SELECT 1 FROM samples
+    WHERE tag_id = :tag AND time >= :start AND time < :end
+      AND quality = {_GOOD} AND value IS NOT NULL
+    LIMIT :limit
+) capped
 """
 
 
@@ -93,3 +137,23 @@ def rollup_buckets(
         raise ValueError(f"not a rollup table: {table!r}")
     params = {"tag": tag_id, "start": start, "end": end, "width": width}
     return _rows(session, _ROLLUP_BUCKETS.format(table=table), params)
+
+
+def count_good(session: Session, tag_id: int, *, start: datetime, end: datetime, limit: int) -> int:
+    """The number of good samples in ``[start, end)``, counting no further than ``limit``."""
+    params = {"tag": tag_id, "start": start, "end": end, "limit": limit}
+    return int(session.execute(text(_COUNT_GOOD), params).scalar_one())
+
+
+def good_points(session: Session, tag_id: int, *, start: datetime, end: datetime) -> list[Point]:
+    """Every good sample in ``[start, end)`` as ``(time, value)``, oldest first."""
+    params = {"tag": tag_id, "start": start, "end": end}
+    return [(r[0], r[1]) for r in session.execute(text(_GOOD_POINTS), params)]
+
+
+def m4(
+    session: Session, tag_id: int, *, start: datetime, end: datetime, width: timedelta
+) -> list[Point]:
+    """The M4 points of the good samples, columns of ``width`` from ``start``, oldest first."""
+    params = {"tag": tag_id, "start": start, "end": end, "width": width}
+    return [(r[0], r[1]) for r in session.execute(text(_M4), params)]

@@ -11,7 +11,7 @@ from api.auth.deps import ViewerDep
 from api.db import INT4_MAX, SessionDep
 from api.errors import ERRORS, ErrorResponse
 from api.timeseries import service
-from api.timeseries.schemas import SeriesPublic
+from api.timeseries.schemas import Downsample, SeriesPublic
 
 router = APIRouter(prefix="/tags", tags=["time series"], responses=ERRORS)
 
@@ -35,8 +35,25 @@ def tag_samples(
     _key: ViewerDep,
     max_points: Annotated[
         int,
-        Query(ge=1, le=service.MAX_POINTS, description="At most this many points or buckets"),
+        Query(
+            ge=1,
+            le=service.MAX_POINTS,
+            description="At most this many points or buckets (m4 and lttb: at least 4)",
+            examples=[1000],
+        ),
     ] = service.DEFAULT_POINTS,
+    method: Annotated[
+        Downsample,
+        Query(
+            description="buckets: min/max/avg per bucket; m4: first/last/min/max sample per "
+            "column (max_points / 4 columns: exact for a line chart given 4 × its pixel "
+            "width); lttb: max_points samples keeping the visual shape. Long ranges come "
+            "from the rollups as buckets whatever the method (the response says so)",
+            examples=["m4"],
+        ),
+    ] = "buckets",
 ) -> SeriesPublic:
-    """A tag's samples in [start, end): raw, or min/max/avg buckets (from rollups when long)."""
-    return service.series(session, tag_id, start=start, end=end, max_points=max_points)
+    """A tag's samples in [start, end): raw, buckets, or shape-keeping M4 / LTTB samples."""
+    return service.series(
+        session, tag_id, start=start, end=end, max_points=max_points, method=method
+    )

@@ -1,4 +1,4 @@
-"""Samples of a tag over a range: raw points, or min/max/avg buckets."""
+"""Samples of a tag over a range: raw points, min/max/avg buckets, or shape-keeping points."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from pydantic import BaseModel, Field
 from api.assets.schemas import Quality
 
 Source = Literal["samples", "samples_1m", "samples_1h", "samples_text"]
+# What a client may ask for, and what it got (raw: every sample fitted in max_points).
+Downsample = Literal["buckets", "m4", "lttb"]
+Method = Literal["raw", "buckets", "m4", "lttb"]
 
 
 class RawPoint(BaseModel):
-    """One stored sample, as the gateway reported it."""
+    """One stored sample, as the gateway reported it (m4 and lttb keep good ones only)."""
 
     time: datetime
     value: float | str | None = Field(description="None when the quality is bad")
@@ -31,16 +34,30 @@ class Bucket(BaseModel):
 
 
 class SeriesPublic(BaseModel):
-    """A tag's samples in ``[start, end)``: ``points`` when raw, else ``buckets``."""
+    """A tag's samples in ``[start, end)``: ``points`` (raw, m4, lttb) or ``buckets``."""
 
     tag_id: int
     start: datetime
     end: datetime
     kind: Literal["numeric", "text"]
+    method: Method = Field(
+        description="How the series was made: raw (every sample fitted), buckets "
+        "(min/max/avg), m4 (first/last/min/max sample per column) or lttb"
+    )
     source: Source = Field(description="The table the values come from")
-    bucket_s: float | None = Field(description="Bucket width in seconds; None for raw points")
-    points: list[RawPoint] = Field(description="Raw samples (empty when downsampled)")
-    buckets: list[Bucket] = Field(description="Downsampled buckets (empty when raw)")
+    bucket_s: float | None = Field(
+        description="Width in seconds of a bucket (buckets) or a column (m4, and lttb's M4 "
+        "preselection); None otherwise"
+    )
+    points: list[RawPoint] = Field(description="Samples: raw, m4 or lttb (empty for buckets)")
+    buckets: list[Bucket] = Field(description="min/max/avg buckets (empty otherwise)")
+    preselected: bool = Field(
+        description="lttb only: the range held more good samples than the API reads into "
+        "memory, so LTTB ran over their M4 points (columns of bucket_s) instead"
+    )
+    note: str | None = Field(
+        description="Why the method differs from the one asked for, or how it was bounded"
+    )
     truncated: bool = Field(
         description="Text tags only: more than max_points samples, the first ones are shown"
     )

@@ -1,7 +1,8 @@
-"""GET /api/v1/tags/{id}/samples against real PostgreSQL: raw, buckets, rollups, text."""
+"""GET /api/v1/tags/{id}/samples against real PostgreSQL: raw, buckets, rollups, text, m4, lttb."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.errors import NAIVE_TIMESTAMP
+from api.timeseries import service, shape
 
 Headers = dict[str, dict[str, str]]
 T0 = datetime(2025, 3, 3, 6, 0, tzinfo=UTC)
@@ -78,8 +80,8 @@ def test_raw_points_in_range_with_quality(
     ]
     _insert(db_session, "samples", rows)
     body = _get(api_client, role_headers, tag_id, T0, T0 + timedelta(seconds=10))
-    assert (body["kind"], body["source"], body["bucket_s"], body["buckets"]) == (
-        "numeric", "samples", None, [],
+    assert (body["kind"], body["method"], body["source"], body["bucket_s"], body["buckets"]) == (
+        "numeric", "raw", "samples", None, [],
     )  # fmt: skip
     got = [(p["value"], p["quality"]) for p in body["points"]]
     assert got == [(1.5, "good"), (2.5, "uncertain"), (None, "bad")]
@@ -98,7 +100,10 @@ def test_downsampling_min_max_avg_per_bucket(
     _insert(db_session, "samples", rows)
     end = T0 + timedelta(seconds=100)
     body = _get(api_client, role_headers, tag_id, T0, end, max_points=10)
-    assert (body["source"], body["bucket_s"], body["points"]) == ("samples", 10.0, [])
+    assert (body["method"], body["source"], body["bucket_s"], body["points"]) == (
+        "buckets", "samples", 10.0, [],
+    )  # fmt: skip
+    assert body["note"] is None and body["preselected"] is False
     buckets = body["buckets"]
     assert len(buckets) == 10
     for k, b in enumerate(buckets):
@@ -220,3 +225,176 @@ def test_unknown_tag_404_and_no_key_401(api_client: TestClient, role_headers: He
     response = api_client.get(_url(2**31 - 2), params=params, headers=role_headers["viewer"])
     assert response.status_code == 404 and response.json()["error"]["field"] == "tag_id"
     assert api_client.get(_url(1), params=params).status_code == 401
+
+
+# ---------------------------------------------------------------------------------------
+# Shape-keeping methods: m4 in SQL against its pure definition, lttb, fallbacks.
+
+
+def _series(n: int, tag_id: int, *, seed: int) -> list[dict[str, Any]]:
+    """``n`` samples a second from T0 with coarse values (ties), some not good, one double time."""
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = [
+        {
+            "time": T0 + timedelta(seconds=i),
+            "tag_id": tag_id,
+            "value": float(rng.randint(0, 20)),
+            "quality": rng.choice((0, 0, 0, 0, 1)),
+        }
+        for i in range(n)
+    ]
+    for r in rows[::37]:  # bad samples carry no value
+        r.update(value=None, quality=2)
+    rows.append({"time": T0 + timedelta(seconds=100), "tag_id": tag_id, "value": 7.5, "quality": 0})
+    return rows
+
+
+def _good(rows: list[dict[str, Any]]) -> list[tuple[datetime, float]]:
+    return sorted((r["time"], r["value"]) for r in rows if r["quality"] == 0)
+
+
+def _pairs(body: dict[str, Any]) -> list[tuple[datetime, float]]:
+    assert {p["quality"] for p in body["points"]} <= {"good"}
+    return [(datetime.fromisoformat(p["time"]), p["value"]) for p in body["points"]]
+
+
+def _m4(points: list[tuple[datetime, float]], width: timedelta) -> list[tuple[datetime, float]]:
+    columns = [(t - T0) // width for t, _ in points]
+    return [points[i] for i in shape.m4(columns, [v for _, v in points])]
+
+
+def test_m4_in_sql_is_the_reference_m4(
+    api_client: TestClient, role_headers: Headers, db_session: Session, tag_id: int
+) -> None:
+    rows = _series(500, tag_id, seed=4)
+    _insert(db_session, "samples", rows)
+    end = T0 + timedelta(seconds=500)
+    # 28 points: 7 columns of 500/7 s, rounded up to the microsecond (an uneven width).
+    body = _get(api_client, role_headers, tag_id, T0, end, max_points=28, method="m4")
+    width = timedelta(microseconds=71_428_572)
+    assert (body["method"], body["source"], body["bucket_s"]) == (
+        "m4", "samples", width.total_seconds(),
+    )  # fmt: skip
+    assert body["buckets"] == [] and body["note"] is None
+    got, good = _pairs(body), _good(rows)
+    assert got == _m4(good, width) and 7 < len(got) <= 28
+    # What a line chart of 7 columns needs: each column's extremes and both ends.
+    for k in range(7):
+        column = [p for p in good if (p[0] - T0) // width == k]
+        mine = [p for p in got if (p[0] - T0) // width == k]
+        assert min(v for _, v in mine) == min(v for _, v in column)
+        assert max(v for _, v in mine) == max(v for _, v in column)
+        assert (mine[0], mine[-1]) == (column[0], column[-1])
+
+
+def test_lttb_keeps_the_shape_with_exactly_n_samples(
+    api_client: TestClient, role_headers: Headers, db_session: Session, tag_id: int
+) -> None:
+    rows = _series(1000, tag_id, seed=5)
+    rows[613].update(value=500.0, quality=0)  # a lone spike
+    _insert(db_session, "samples", rows)
+    end = T0 + timedelta(seconds=1000)
+    body = _get(api_client, role_headers, tag_id, T0, end, max_points=50, method="lttb")
+    assert (body["method"], body["source"], body["bucket_s"], body["preselected"]) == (
+        "lttb", "samples", None, False,
+    )  # fmt: skip
+    got, good = _pairs(body), _good(rows)
+    assert len(got) == 50 and (got[0], got[-1]) == (good[0], good[-1])
+    assert (rows[613]["time"], 500.0) in got and set(got) <= set(good)
+    xs = [(t - T0).total_seconds() for t, _ in good]
+    assert got == [good[i] for i in shape.lttb(xs, [v for _, v in good], 50)]
+
+
+def test_lttb_past_the_read_cap_runs_over_m4_points(
+    api_client: TestClient,
+    role_headers: Headers,
+    db_session: Session,
+    tag_id: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(service, "LTTB_MAX_READ", 200)
+    rows = _series(1000, tag_id, seed=6)
+    _insert(db_session, "samples", rows)
+    end = T0 + timedelta(seconds=1000)
+    body = _get(api_client, role_headers, tag_id, T0, end, max_points=30, method="lttb")
+    # 200 // 4 = 50 columns of 20 s preselected in SQL, then LTTB in Python.
+    assert (body["method"], body["preselected"], body["bucket_s"]) == ("lttb", True, 20.0)
+    assert "more than 200 good samples" in body["note"]
+    pre = _m4(_good(rows), timedelta(seconds=20))
+    xs = [(t - T0).total_seconds() for t, _ in pre]
+    assert _pairs(body) == [pre[i] for i in shape.lttb(xs, [v for _, v in pre], 30)]
+    # Under the cap, no preselection.
+    monkeypatch.setattr(service, "LTTB_MAX_READ", 10_000)
+    body = _get(api_client, role_headers, tag_id, T0, end, max_points=30, method="lttb")
+    assert (body["preselected"], body["bucket_s"], body["note"]) == (False, None, None)
+
+
+@pytest.mark.parametrize("method", ["m4", "lttb"])
+def test_shape_methods_return_raw_samples_when_all_fit(
+    api_client: TestClient,
+    role_headers: Headers,
+    db_session: Session,
+    tag_id: int,
+    method: str,
+) -> None:
+    rows = [
+        {"time": T0 + timedelta(seconds=i), "tag_id": tag_id, "value": float(i), "quality": q}
+        for i, q in enumerate((0, 1, 0, 0, 0))
+    ]
+    rows.append({"time": T0 + timedelta(seconds=5), "tag_id": tag_id, "value": None, "quality": 2})
+    _insert(db_session, "samples", rows)
+    body = _get(api_client, role_headers, tag_id, T0, T0 + timedelta(minutes=1), method=method)
+    assert (body["method"], body["note"]) == ("raw", None)
+    assert [p["quality"] for p in body["points"]] == ["good", "uncertain"] + ["good"] * 3 + ["bad"]
+
+
+@pytest.mark.parametrize("method", ["m4", "lttb"])
+def test_long_ranges_are_rollup_buckets_whatever_the_method(
+    api_client: TestClient,
+    role_headers: Headers,
+    db_session: Session,
+    tag_id: int,
+    method: str,
+) -> None:
+    row = {"bucket": T0, "tag_id": tag_id, "min": 1.0, "max": 3.0, "avg": 2.0, "count": 60}
+    _insert(db_session, "samples_1m", [{**row, "last": 3.0}])
+    body = _get(
+        api_client, role_headers, tag_id, T0, T0 + timedelta(days=1), max_points=100, method=method
+    )
+    assert (body["method"], body["source"], body["points"]) == ("buckets", "samples_1m", [])
+    assert [(b["min"], b["max"]) for b in body["buckets"]] == [(1.0, 3.0)]
+    assert body["note"].startswith(f"{method} reads raw samples")
+
+
+def test_text_tag_ignores_the_method_and_says_so(
+    api_client: TestClient, role_headers: Headers, db_session: Session, tag_id: int
+) -> None:
+    rows = [{"time": T0, "tag_id": tag_id, "value": "recipe-1", "quality": 0}]
+    _insert(db_session, "samples_text", rows)
+    body = _get(api_client, role_headers, tag_id, T0, T0 + timedelta(minutes=1), method="m4")
+    assert (body["kind"], body["method"], body["note"]) == (
+        "text", "raw", "a text tag has no m4: its raw samples",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"method": "m4", "max_points": 3}, "m4 needs max_points >= 4"),
+        ({"method": "lttb", "max_points": 1}, "lttb needs max_points >= 4"),
+        ({"method": "m5"}, "'buckets', 'm4' or 'lttb'"),
+    ],
+)
+def test_bad_method_or_too_few_points_is_a_422(
+    api_client: TestClient,
+    role_headers: Headers,
+    tag_id: int,
+    params: dict[str, Any],
+    needle: str,
+) -> None:
+    params = {"start": T0.isoformat(), "end": (T0 + timedelta(hours=1)).isoformat(), **params}
+    response = api_client.get(_url(tag_id), params=params, headers=role_headers["viewer"])
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    field = "method" if params["method"] == "m5" else "max_points"
+    assert error["field"] == field and needle in error["message"], error

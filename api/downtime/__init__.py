@@ -1,1 +1,2 @@
-"""Downtime: stop events of an asset over a range, their Pareto, MTBF and MTTR."""
+"""Downtime: stops with operators' reasons laid over the machines', their classification
+(planned, category, micro-stop), Pareto with MTBF and MTTR, and a line's root causes."""

@@ -1,4 +1,5 @@
-"""GET /api/v1/downtime/stops and /pareto against real PostgreSQL: clipping, filters, MTBF."""
+"""GET /api/v1/downtime/stops and /pareto against real PostgreSQL: clipping, filters,
+classification (planned, category, micro-stops) and MTBF/MTTR."""
 
 from __future__ import annotations
 
@@ -160,7 +161,9 @@ def test_line_covers_its_machines_and_open_stops(
         ({"start": "2025-03-03T06:00:00", "end": END.isoformat()}, 422, "start", NAIVE_TIMESTAMP),
         ({"start": END.isoformat(), "end": T0.isoformat()}, 422, "end", "after start"),
         ({"start": "2023-01-01T00:00:00Z", "end": END.isoformat()}, 422, "start", "at most"),
-        ({"start": T0.isoformat(), "end": END.isoformat(), "by": "code"}, 422, "by", ""),
+        ({"start": T0.isoformat(), "end": END.isoformat(), "by": "shift"}, 422, "by", ""),
+        ({"start": T0.isoformat(), "end": END.isoformat(), "planned": "maybe"}, 422, "planned", ""),
+        ({"start": "0001-01-01T00:00:00+14:00", "end": "0001-01-02T00:00:00Z"}, 200, "", ""),
     ],
 )
 def test_bad_input(
@@ -177,6 +180,8 @@ def test_bad_input(
         "/api/v1/downtime/pareto", params=params, headers=role_headers["viewer"]
     )
     assert response.status_code == status, response.text
+    if status == 200:
+        return
     error = response.json()["error"]
     assert error["field"] == field and needle in error["message"]
 
@@ -192,3 +197,174 @@ def test_unknown_asset_404_and_no_key_401(api_client: TestClient, role_headers: 
         response = api_client.get(url, params=params, headers=role_headers["viewer"])
         assert response.status_code == 404 and response.json()["error"]["field"] == "asset_id"
         assert api_client.get(url, params=params).status_code == 401
+
+
+# --- classification: the reason tree, loss classes and micro-stops ------------------------
+
+REASONS = [
+    ("JAM", "jam", "mechanical", False),
+    ("CHG", "changeover", "changeover", True),
+    ("MAT", "no material", "material", False),
+]
+# Minutes from T0, with a 2-minute micro-stop threshold; the range is [0, 62).
+CLASSIFIED = [
+    (0, 10, "running", None), (10, 11, "fault", "JAM"), (11, 20, "running", None),
+    (20, 30, "fault", "JAM"), (30, 40, "running", None), (40, 50, "fault", "CHG"),
+    (50, 55, "running", None), (55, 58, "changeover", None), (58, 60, "running", None),
+    (60, 65, "idle", "MAT"), (65, None, "running", None),
+]  # fmt: skip
+RANGE = {"start": T0, "end": _m(62)}
+
+
+@pytest.fixture
+def machine(db_session: Session) -> dict[str, Any]:
+    """One machine with the intervals above, the reason tree and a micro-stop threshold."""
+    db_session.execute(
+        text(
+            "INSERT INTO downtime_reasons (code, reason, category, planned)"
+            " VALUES (:c, :r, :cat, :p) ON CONFLICT (code) DO NOTHING"
+        ),
+        [{"c": c, "r": r, "cat": cat, "p": p} for c, r, cat, p in REASONS],
+    )
+    site = _asset(db_session, name=f"site-{uuid.uuid4().hex[:8]}", level="site", parent=None)
+    area = _asset(db_session, name="a", level="area", parent=site)
+    ln = _asset(db_session, name="l", level="line", parent=area)
+    m = _asset(db_session, name="m", level="machine", parent=ln)
+    db_session.execute(
+        text(
+            "INSERT INTO state_intervals (asset_id, start_time, end_time, state, code, reason)"
+            " VALUES (:a, :s, :e, :st, :c, 'machine text')"
+        ),
+        [
+            {"a": m["id"], "s": _m(s), "e": None if e is None else _m(e), "st": st, "c": c}
+            for s, e, st, c in CLASSIFIED
+        ],
+    )
+    db_session.execute(
+        text("INSERT INTO machine_settings (asset_id, micro_stop_s) VALUES (:a, 120)"),
+        {"a": m["id"]},
+    )
+    db_session.commit()
+    return m
+
+
+def test_stops_carry_their_classification(
+    api_client: TestClient, role_headers: Headers, machine: dict[str, Any]
+) -> None:
+    stops = _get(api_client, role_headers, "stops", asset_id=machine["id"], **RANGE)["stops"]
+    got = [
+        (s["state"], s["code"], s["category"], s["planned"], s["micro_stop"], s["duration_s"])
+        for s in stops
+    ]
+    assert got == [
+        ("fault", "JAM", "mechanical", False, True, 60.0),
+        ("fault", "JAM", "mechanical", False, False, 600.0),
+        ("fault", "CHG", "changeover", True, False, 600.0),
+        ("changeover", None, None, True, False, 180.0),
+        # Clipped to 2 minutes, but the whole stop lasts 5: no micro-stop.
+        ("idle", "MAT", "material", False, False, 120.0),
+    ]
+    assert [s["loss_class"] for s in stops] == [
+        *["unplanned_down"] * 3,
+        "planned_down",
+        "unplanned_down",
+    ]
+    assert stops[0]["reason"] == "machine text" == stops[0]["machine_reason"]
+    assert not any(s["assigned"] for s in stops)
+
+
+@pytest.mark.parametrize(
+    ("filters", "durations"),
+    [
+        ({"planned": "true"}, [600.0, 180.0]),
+        ({"planned": "false"}, [60.0, 600.0, 120.0]),
+        ({"micro": "true"}, [60.0]),
+        ({"micro": "false"}, [600.0, 600.0, 180.0, 120.0]),
+        ({"code": "JAM"}, [60.0, 600.0]),
+        ({"category": "material"}, [120.0]),
+        ({"max_duration_s": 120}, [60.0, 120.0]),
+        ({"min_duration_s": 100, "max_duration_s": 599}, [180.0, 120.0]),
+        ({"planned": "false", "micro": "false", "code": "JAM"}, [600.0]),
+        ({"code": "NOPE"}, []),
+    ],
+)
+def test_classification_filters(
+    api_client: TestClient,
+    role_headers: Headers,
+    machine: dict[str, Any],
+    filters: dict[str, Any],
+    durations: list[float],
+) -> None:
+    body = _get(api_client, role_headers, "stops", asset_id=machine["id"], **RANGE, **filters)
+    assert [s["duration_s"] for s in body["stops"]] == durations
+
+
+def _entries(body: Any) -> list[tuple[str | None, int, float]]:
+    return [(e["key"], e["count"], e["duration_s"]) for e in body["entries"]]
+
+
+def test_pareto_unplanned_by_default_micro_stops_apart(
+    api_client: TestClient, role_headers: Headers, machine: dict[str, Any]
+) -> None:
+    body = _get(api_client, role_headers, "pareto", asset_id=machine["id"], by="code", **RANGE)
+    assert _entries(body) == [("JAM", 1, 600.0), ("MAT", 1, 120.0)]
+    assert (body["micro_stops"], body["micro_stop_s"], body["failures"]) == (1, 60.0, 2)
+    assert (body["down_s"], body["planned_down_s"]) == (720.0, 780.0)
+    # Running 36 minutes plus the micro-stop: run time as OEE counts it.
+    assert body["run_s"] == 2220.0
+    assert (body["mtbf_s"], body["mttr_s"]) == (1110.0, 360.0)
+    assert [e["cumulative_share"] for e in body["entries"]] == [pytest.approx(600 / 720), 1.0]
+
+
+@pytest.mark.parametrize(
+    ("params", "entries"),
+    [
+        (
+            {"by": "category", "include_micro": "true"},
+            [("mechanical", 2, 660.0), ("material", 1, 120.0)],
+        ),
+        ({"by": "category", "planned": "true"}, [("changeover", 1, 600.0), (None, 1, 180.0)]),
+        (
+            {"by": "state", "planned": "all"},
+            [("fault", 2, 1200.0), ("changeover", 1, 180.0), ("idle", 1, 120.0)],
+        ),
+        ({"by": "reason"}, [("machine text", 2, 720.0)]),
+    ],
+)
+def test_pareto_keys_and_scopes(
+    api_client: TestClient,
+    role_headers: Headers,
+    machine: dict[str, Any],
+    params: dict[str, Any],
+    entries: list[tuple[str | None, int, float]],
+) -> None:
+    body = _get(api_client, role_headers, "pareto", asset_id=machine["id"], **RANGE, **params)
+    assert _entries(body) == entries
+    assert body["failures"] == 2  # MTBF and MTTR do not depend on what the entries show
+
+
+def test_the_assets_own_loss_class_makes_a_stop_planned(
+    api_client: TestClient, role_headers: Headers, machine: dict[str, Any], db_session: Session
+) -> None:
+    db_session.execute(
+        text(
+            "INSERT INTO state_loss_classes (asset_id, state, loss_class)"
+            " VALUES (:a, 'idle', 'planned_down')"
+        ),
+        {"a": machine["id"]},
+    )
+    db_session.commit()
+    body = _get(api_client, role_headers, "stops", asset_id=machine["id"], code="MAT", **RANGE)
+    [idle] = body["stops"]
+    assert (idle["planned"], idle["loss_class"]) == (True, "planned_down")
+    # A state of class running is no stop at all.
+    db_session.execute(
+        text(
+            "INSERT INTO state_loss_classes (asset_id, state, loss_class)"
+            " VALUES (:a, 'changeover', 'running')"
+        ),
+        {"a": machine["id"]},
+    )
+    db_session.commit()
+    body = _get(api_client, role_headers, "pareto", asset_id=machine["id"], **RANGE)
+    assert body["run_s"] == 2220.0 + 180.0 and body["planned_down_s"] == 600.0 + 120.0

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Literal
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,6 +28,7 @@ from api.downtime.routes import router as downtime_router
 from api.errors import install_handlers
 from api.live.routes import router as live_router
 from api.oee.routes import router as oee_router
+from api.planning.routes import router as planning_router
 from api.production.routes import router as production_router
 from api.timeseries.routes import router as timeseries_router
 
@@ -54,6 +57,7 @@ ROUTERS: list[APIRouter] = [
     downtime_router,
     oee_router,
     production_router,
+    planning_router,
 ]
 
 
@@ -84,8 +88,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
     app.middleware("http")(_measure)
-    app.add_api_route("/health", health, methods=["GET"], tags=["service"])
-    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["service"])
+    app.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        tags=["service"],
+        response_model=HealthStatus,
+        responses={503: {"model": HealthStatus, "description": "The database is unreachable"}},
+    )
+    app.add_api_route(
+        "/metrics", metrics, methods=["GET"], tags=["service"], response_class=PlainTextResponse
+    )
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     return app
@@ -114,19 +127,23 @@ def _route_template(request: Request) -> str:
     return route
 
 
-def health(request: Request) -> Response:
+class HealthStatus(BaseModel):
+    """The answer of /health."""
+
+    status: Literal["ok", "unavailable"]
+    database: Literal["ok", "unreachable"]
+
+
+def health(request: Request) -> JSONResponse:
     """Whether the API is up and its database reachable (no key needed)."""
     engine = request.app.state.engine
-    body: dict[str, Any]
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        body, code = {"status": "ok", "database": "ok"}, 200
     except SQLAlchemyError:
-        body, code = {"status": "unavailable", "database": "unreachable"}, 503
-    import json
-
-    return Response(json.dumps(body), status_code=code, media_type="application/json")
+        down = HealthStatus(status="unavailable", database="unreachable")
+        return JSONResponse(down.model_dump(), status_code=503)
+    return JSONResponse(HealthStatus(status="ok", database="ok").model_dump())
 
 
 def metrics() -> Response:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from edge_agent.contract import AssetPath, ContractError, check_segment, check_tag
+from edge_agent.contract import AssetPath, ContractError, check_reason, check_segment, check_tag
 from edge_agent.decode import register_count
 from edge_agent.errors import ConfigError
 
@@ -400,7 +401,7 @@ class Counter(_Model):
     tag: str
     bits: Literal[16, 32, 64] = 32  # the PLC register width, for rollover
     # Parts a second this counter can never exceed; a larger jump is taken as a reset or a
-    # bad value, not counted (see edge_agent.machine.CounterTracker).
+    # bad value, not counted (see edge_agent.counters.CounterTracker).
     max_rate: float | None = Field(default=None, gt=0)
 
 
@@ -411,27 +412,82 @@ class CountersConfig(_Model):
 
     @model_validator(mode="after")
     def _enough(self) -> CountersConfig:
-        given = {k for k in ("total", "good", "reject") if getattr(self, k) is not None}
-        if len(given) < 2 and given != {"total"} and given != {"good"}:
+        if len(self.given) < 2 and self.given != {"total"} and self.given != {"good"}:
             raise ValueError("give total, good, or two of total/good/reject")
         return self
 
     @field_validator("total", "good", "reject", mode="before")
     @classmethod
     def _short(cls, v: Any) -> Any:
-        return {"tag": v} if isinstance(v, str) else v
+        return _counter_shorthand(v)
+
+    @property
+    def given(self) -> set[str]:
+        """The roles configured."""
+        return {k for k in ("total", "good", "reject") if getattr(self, k) is not None}
+
+    @property
+    def tags(self) -> list[str]:
+        """The tags of the configured counters."""
+        return [c.tag for c in (self.total, self.good, self.reject) if c is not None]
+
+
+def _counter_shorthand(v: Any) -> Any:
+    """``underfill: filler.rej_underfill`` is short for ``{tag: filler.rej_underfill}``."""
+    return {"tag": v} if isinstance(v, str) else v
+
+
+def _reason(v: str) -> str:
+    try:
+        return check_reason(v)
+    except ContractError as err:
+        raise ValueError(str(err)) from None
+
+
+RejectReason = Annotated[str, AfterValidator(_reason)]
 
 
 class MachineConfig(_Model):
     name: str
     state: StateSource | None = None
     counters: CountersConfig | None = None
+    # Reject counters per reason (reason -> counter), each a part of the reject count; the
+    # same counter semantics as total/good/reject (bits, rollover, reset, max_rate).
+    reject_reasons: dict[RejectReason, Counter] | None = None
     product: str | None = None  # tag with the current product code
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         return _segment(v, "machine")
+
+    @field_validator("reject_reasons", mode="before")
+    @classmethod
+    def _short(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {reason: _counter_shorthand(c) for reason, c in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _reasons_have_rejects(self) -> MachineConfig:
+        if not self.reject_reasons:
+            return self
+        given = self.counters.given if self.counters else set()
+        if "reject" not in given and not {"total", "good"} <= given:
+            raise ValueError(
+                "reject_reasons needs counters that give rejects: reject, or total and good"
+            )
+        seen = set(self.counters.tags if self.counters else [])
+        for reason, c in self.reject_reasons.items():
+            if c.tag in seen:
+                raise ValueError(f"reject_reasons.{reason}: tag {c.tag!r} is already a counter")
+            seen.add(c.tag)
+        return self
+
+    def counter_tags(self) -> list[str]:
+        """Every counter tag of this machine, reject reasons included."""
+        tags = self.counters.tags if self.counters else []
+        return tags + [c.tag for c in (self.reject_reasons or {}).values()]
 
 
 # ---------------------------------------------------------------- the file
@@ -474,8 +530,7 @@ class GatewayConfig(_Model):
             refs = []
             if m.state:
                 refs += sorted(m.state.referenced_tags())
-            if m.counters:
-                refs += [c.tag for c in (m.counters.total, m.counters.good, m.counters.reject) if c]
+            refs += m.counter_tags()
             if m.product:
                 refs.append(m.product)
             for ref in refs:

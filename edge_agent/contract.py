@@ -22,11 +22,20 @@ Payloads (JSON, UTF-8)::
     events:  {"v": 1, "agent": "gw-1", "seq": 8, "events": [
                  {"type": "state", "ts": ..., "state": "faulted", "code": 31,
                   "reason": "jam at infeed"},
-                 {"type": "count", "ts": ..., "total": 12, "good": 11, "reject": 1,
-                  "product": "SKU-1"}]}
+                 {"type": "count", "ts": ..., "total": 12, "good": 9, "reject": 3,
+                  "product": "SKU-1", "rejects": {"underfill": 2}}]}
     status:  {"v": 1, "agent": "gw-1", "status": "online", "ts": ...,
               "tags": [{"path": "site/area/line/machine", "tag": "temperature",
                         "unit": "degC", "datatype": "float32"}]}
+
+Rejects by reason (additive to v1): a count event may carry ``rejects``, reason -> parts
+(positive integers; a reason has 1-64 characters, no control characters, no space at either
+end), summing to at most the event's ``reject``; rejects no reason counter saw stay
+unattributed. The key is left out when empty, so such events are byte-identical to older
+agents' and old readers ignore it. A PLC may count a reject and its reason in different
+scans: an agent sends reason counts in the event of the window they are seen in, up to its
+``reject``, and carries the excess to the next event, so the reasons sent never exceed the
+rejects sent (``edge_agent.counters``).
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ MAX_PAYLOAD_BYTES: Final = 256 * 1024
 # Source timestamps outside this window are rejected as clock faults (2000-01-01 .. ).
 MIN_TS_MS: Final = 946_684_800_000
 MAX_FUTURE_MS: Final = 24 * 3600 * 1000
+MAX_REASON_CHARS: Final = 64
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/\-]{0,127}$")
@@ -134,6 +144,8 @@ class CountEvent:
     good: int
     reject: int
     product: str | None = None
+    # Rejected parts by reason, (reason, parts) in the order sent; their sum <= reject.
+    rejects: tuple[tuple[str, int], ...] = ()
     type: Literal["count"] = "count"
 
 
@@ -209,6 +221,21 @@ def check_tag(value: object) -> str:
     if not isinstance(value, str) or not _TAG.match(value):
         raise ContractError(
             f"tag {value!r} is not a valid tag name: 1-128 letters, digits or '_ . : / -'"
+        )
+    return value
+
+
+def check_reason(value: object) -> str:
+    """A reject reason: 1-64 characters, no control characters, no space at either end."""
+    if (
+        not isinstance(value, str)
+        or not 0 < len(value) <= MAX_REASON_CHARS
+        or value != value.strip()
+        or any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in value)  # C0, DEL, C1
+    ):
+        raise ContractError(
+            f"reject reason {value!r} must be 1-{MAX_REASON_CHARS} characters, without"
+            " control characters or spaces at either end"
         )
     return value
 
@@ -322,7 +349,7 @@ def sample_to_dict(s: Sample) -> dict[str, Any]:
 def event_to_dict(e: Event) -> dict[str, Any]:
     if isinstance(e, StateEvent):
         return {"type": "state", "ts": e.ts, "state": e.state, "code": e.code, "reason": e.reason}
-    return {
+    out: dict[str, Any] = {
         "type": "count",
         "ts": e.ts,
         "total": e.total,
@@ -330,6 +357,9 @@ def event_to_dict(e: Event) -> dict[str, Any]:
         "reject": e.reject,
         "product": e.product,
     }
+    if e.rejects:  # left out when empty: old readers and old payloads stay unchanged
+        out["rejects"] = dict(e.rejects)
+    return out
 
 
 def encode_body(kind: Kind, items: Sequence[Sample] | Sequence[Event]) -> bytes:
@@ -422,21 +452,40 @@ def _decode_event(d: object, i: int, now_ms: int | None) -> Event:
                 ts=ts, state=state, code=code, reason=_opt_str(o.get("reason"), what="reason")
             )
         if kind == "count":
-            total = _check_int(o.get("total"), what="total")
-            good = _check_int(o.get("good"), what="good")
-            reject = _check_int(o.get("reject"), what="reject")
-            if good + reject != total:
-                raise ContractError(f"good {good} + reject {reject} != total {total}")
-            return CountEvent(
-                ts=ts,
-                total=total,
-                good=good,
-                reject=reject,
-                product=_opt_str(o.get("product"), what="product"),
-            )
+            return _decode_count(o, ts)
         raise ContractError(f"type {kind!r} is not state or count")
     except ContractError as err:
         raise ContractError(f"events[{i}]: {err}") from None
+
+
+def _decode_count(o: Mapping[str, Any], ts: int) -> CountEvent:
+    total = _check_int(o.get("total"), what="total")
+    good = _check_int(o.get("good"), what="good")
+    reject = _check_int(o.get("reject"), what="reject")
+    if good + reject != total:
+        raise ContractError(f"good {good} + reject {reject} != total {total}")
+    return CountEvent(
+        ts=ts,
+        total=total,
+        good=good,
+        reject=reject,
+        product=_opt_str(o.get("product"), what="product"),
+        rejects=_decode_rejects(o.get("rejects"), reject),
+    )
+
+
+def _decode_rejects(value: object, reject: int) -> tuple[tuple[str, int], ...]:
+    if value is None:
+        return ()
+    out = []
+    for reason, n in _obj(value, what="rejects").items():
+        try:
+            out.append((check_reason(reason), _check_int(n, what="parts", minimum=1)))
+        except ContractError as err:
+            raise ContractError(f"rejects[{reason!r}]: {err}") from None
+    if (attributed := sum(n for _, n in out)) > reject:
+        raise ContractError(f"rejects by reason add up to {attributed}, more than reject {reject}")
+    return tuple(out)
 
 
 def decode(raw: bytes | bytearray, *, now_ms: int | None = None) -> Message:

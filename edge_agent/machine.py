@@ -4,8 +4,9 @@ Pure: no I/O and no clock. The agent feeds every machine its samples (in the ord
 and publishes the events :meth:`MachineModel.update` and :meth:`MachineModel.flush` return.
 
 State comes from one tag or from a safe expression over tags, through a map of raw codes
-to states and reasons. Counters are monotonic PLC registers turned into deltas that survive
-rollover and resets; deltas are accumulated and emitted as one CountEvent per flush.
+to states and reasons. Counters (total, good, reject, and optionally one per reject reason)
+are monotonic PLC registers turned into deltas that survive rollover and resets; deltas are
+accumulated and emitted as one CountEvent per flush (the rules are in ``counters.py``).
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import ast
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
 
-from edge_agent.config import Counter, MachineConfig, StateCode, StateSource
-from edge_agent.contract import CountEvent, Event, Quality, Sample, StateEvent, Value
+from edge_agent.config import MachineConfig, StateCode, StateSource
+from edge_agent.contract import Event, Quality, Sample, StateEvent, Value
+from edge_agent.counters import CounterTracker, Counts, Reading
 from edge_agent.errors import EdgeError
 from edge_agent.logs import FailureGate
 
@@ -336,145 +337,6 @@ class _StateTracker:
         return [StateEvent(ts=ts, state=sc.state, code=code, reason=sc.reason)]
 
 
-# ---------------------------------------------------------------- counters
-
-
-@dataclass(frozen=True, slots=True)
-class _Reading:
-    value: int
-    ts: int
-
-
-class CounterTracker:
-    """One monotonic PLC counter turned into non-negative deltas.
-
-    With ``prev`` the last good value, ``cur`` the new one, ``R = 2**bits`` and ``bound``
-    the plausibility bound (``R // 2``, or with ``max_rate`` the smaller of that and
-    ``max_rate * (elapsed_s + 1)``, one second of grace for scan jitter):
-
-    - ``cur >= prev``: delta ``cur - prev``;
-    - ``cur < prev`` and ``(cur - prev) mod R <= bound``: a rollover, delta ``(cur - prev) mod R``;
-    - ``cur < prev`` otherwise: a reset (the PLC cleared it), delta ``cur``;
-    - a delta over ``bound`` is absurd (a swapped register, a preset, a wrong ``bits``):
-      logged, never emitted; ``cur`` becomes the new baseline, delta 0.
-
-    A reset of a counter in the upper half of its range that comes back below ``bound``
-    parts looks exactly like a rollover; ``max_rate`` narrows the bound and tells them
-    apart. The first value is only a baseline. BAD samples are ignored, so counting
-    resumes from the last good value when the link comes back.
-    """
-
-    def __init__(self, counter: Counter, log: Any) -> None:
-        self.tag = counter.tag
-        self.bits = counter.bits
-        self.max_rate = counter.max_rate
-        self._log = log.bind(counter=counter.tag)
-        self._gate = FailureGate(self._log, what="counter value")
-        self.prev: _Reading | None = None
-
-    def delta(self, s: Sample) -> int:
-        """Parts counted since the previous good value of this counter (0 if none)."""
-        if s.quality is Quality.BAD:
-            return 0
-        value = self._valid(s.value)
-        if value is None:
-            return 0
-        prev, self.prev = self.prev, _Reading(value, s.ts)
-        if prev is None:
-            return 0
-        return self._step(prev, value, s.ts)
-
-    def _valid(self, value: Value) -> int | None:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self._gate.failed(f"{value!r} is not an integer", tag=self.tag)
-            return None
-        if not 0 <= value < 1 << self.bits:
-            self._gate.failed(f"{value} is outside 0..2**{self.bits}-1", tag=self.tag)
-            return None
-        self._gate.ok(tag=self.tag)
-        return value
-
-    def _bound(self, elapsed_ms: int) -> int:
-        half = 1 << (self.bits - 1)
-        if self.max_rate is None:
-            return half
-        return min(half, int(self.max_rate * (max(elapsed_ms, 0) / 1000 + 1)))
-
-    def _step(self, prev: _Reading, cur: int, ts: int) -> int:
-        bound = self._bound(ts - prev.ts)
-        if cur >= prev.value:
-            delta, kind = cur - prev.value, "increase"
-        elif (wrapped := (cur - prev.value) % (1 << self.bits)) <= bound:
-            delta, kind = wrapped, "rollover"
-            self._log.info("counter rolled over", previous=prev.value, value=cur, delta=delta)
-        else:
-            delta, kind = cur, "reset"
-            self._log.info("counter reset", previous=prev.value, value=cur, delta=delta)
-        if delta > bound:
-            self._log.warning(
-                "implausible counter jump ignored; taking it as a new baseline",
-                previous=prev.value,
-                value=cur,
-                delta=delta,
-                bound=bound,
-                kind=kind,
-            )
-            return 0
-        return delta
-
-
-# ---------------------------------------------------------------- counts
-
-
-class _Counts:
-    """Deltas per role between flushes, and the rule that derives the third role."""
-
-    def __init__(self, roles: frozenset[str]) -> None:
-        # With all three given, total and reject govern and good is derived.
-        self.roles: tuple[str, ...]
-        if {"total", "reject"} <= roles:
-            self.roles = ("total", "reject")
-        elif {"good", "reject"} <= roles:
-            self.roles = ("good", "reject")
-        elif {"total", "good"} <= roles:
-            self.roles = ("total", "good")
-        else:
-            self.roles = ("total",) if "total" in roles else ("good",)
-        self.pending = dict.fromkeys(self.roles, 0)
-        self.ts: int | None = None
-
-    def add(self, role: str, delta: int, ts: int) -> None:
-        if role in self.pending and delta:
-            self.pending[role] += delta
-            self.ts = ts if self.ts is None else max(self.ts, ts)
-
-    def take(self, product: str | None) -> CountEvent | None:
-        """One CountEvent of what is pending, or None; an uncovered excess waits."""
-        p = self.pending
-        carry: dict[str, int] = {}
-        if len(self.roles) == 1:
-            total, good = p[self.roles[0]], p[self.roles[0]]
-        elif self.roles == ("good", "reject"):
-            total, good = p["good"] + p["reject"], p["good"]
-        else:
-            # The tags of one scan may land in different windows: a part can show up as a
-            # reject (or good) before it shows up in the total. Emit what the total covers.
-            other = self.roles[1]
-            part = min(p[other], p["total"])
-            carry[other] = p[other] - part
-            total = p["total"]
-            good = total - part if other == "reject" else part
-        if total == 0 or self.ts is None:
-            return None
-        event = CountEvent(ts=self.ts, total=total, good=good, reject=total - good, product=product)
-        self.pending = dict.fromkeys(self.roles, 0) | carry
-        if not any(self.pending.values()):
-            self.ts = None
-        return event
-
-
 # ---------------------------------------------------------------- the model
 
 
@@ -485,21 +347,25 @@ class MachineModel:
         self.name = config.name
         self._log = structlog.get_logger("edge_agent.machine").bind(machine=config.name)
         self._state = _StateTracker(config.state, self._log) if config.state else None
-        self._counters: dict[str, tuple[str, CounterTracker]] = {}
-        self._counts: _Counts | None = None
+        self._counters: dict[str, tuple[str, CounterTracker]] = {}  # tag -> (role, tracker)
+        self._reasons: dict[str, tuple[str, CounterTracker]] = {}  # tag -> (reason, tracker)
+        self._counts: Counts | None = None
         if config.counters is not None:
             given = {
                 role: c
                 for role in ("total", "good", "reject")
                 if (c := getattr(config.counters, role)) is not None
             }
-            self._counts = _Counts(frozenset(given))
+            self._counts = Counts(frozenset(given))
             for role in self._counts.roles:
                 tracker = CounterTracker(given[role], self._log)
                 self._counters[tracker.tag] = (role, tracker)
+            for reason, counter in (config.reject_reasons or {}).items():
+                tracker = CounterTracker(counter, self._log.bind(reason=reason))
+                self._reasons[tracker.tag] = (reason, tracker)
         self._product_tag = config.product
         self.product: str | None = None
-        names = set(self._counters)
+        names = set(self._counters) | set(self._reasons)
         if self._state is not None:
             names |= self._state.names
         if config.product is not None:
@@ -520,10 +386,11 @@ class MachineModel:
                 continue
             if self._state is not None and s.tag in self._state.names:
                 out += self._state.apply(s)
-            counter = self._counters.get(s.tag)
-            if counter is not None and self._counts is not None:
-                role, tracker = counter
-                self._counts.add(role, tracker.delta(s), s.ts)
+            if self._counts is not None:
+                if (counter := self._counters.get(s.tag)) is not None:
+                    self._counts.add(counter[0], counter[1].delta(s), s.ts)
+                if (reason := self._reasons.get(s.tag)) is not None:
+                    self._counts.add_reason(reason[0], reason[1].delta(s), s.ts)
             if s.tag == self._product_tag:
                 out += self._set_product(s)
         if self._state is not None:
@@ -547,27 +414,42 @@ class MachineModel:
         The agent stores it in the outbox in the same transaction as the events it
         flushed, so the counter baselines always match what was already emitted.
         """
-        counters = {
-            tag: [t.prev.value, t.prev.ts] for tag, (_, t) in self._counters.items() if t.prev
+        counters = {tag: [t.prev.value, t.prev.ts] for tag, t in self._trackers().items() if t.prev}
+        counts = self._counts
+        return {
+            "counters": counters,
+            "pending": dict(counts.pending) if counts else {},
+            # a list, not an object: the order (oldest first) decides what is emitted first
+            "reasons": [[r, n] for r, n in counts.reasons.items()] if counts else [],
+            "ts": counts.ts if counts else None,
+            "product": self.product,
         }
-        pending = dict(self._counts.pending) if self._counts else {}
-        ts = self._counts.ts if self._counts else None
-        return {"counters": counters, "pending": pending, "ts": ts, "product": self.product}
 
     def restore(self, data: Mapping[str, Any]) -> None:
         """Continue from a checkpoint: parts made while the agent was down are counted."""
+        trackers = self._trackers()
         for tag, (value, ts) in dict(data.get("counters") or {}).items():
-            if tag in self._counters and isinstance(value, int) and isinstance(ts, int):
-                self._counters[tag][1].prev = _Reading(value, ts)
+            if tag in trackers and isinstance(value, int) and isinstance(ts, int):
+                trackers[tag].prev = Reading(value, ts)
         if self._counts is not None:
             for role, n in dict(data.get("pending") or {}).items():
                 if role in self._counts.pending and isinstance(n, int) and n >= 0:
                     self._counts.pending[role] = n
+            configured = {reason for reason, _ in self._reasons.values()}
+            for item in data.get("reasons") or []:
+                # a reason dropped from the config loses its attribution, not its parts
+                reason, n = item if isinstance(item, list) and len(item) == 2 else (None, 0)
+                if reason in configured and isinstance(n, int) and n > 0:
+                    self._counts.reasons[reason] = n
             ts = data.get("ts")
             self._counts.ts = ts if isinstance(ts, int) else None
         product = data.get("product")
         if isinstance(product, str) and product:
             self.product = product
+
+    def _trackers(self) -> dict[str, CounterTracker]:
+        """Every counter this machine reads, by tag."""
+        return {tag: t for tag, (_, t) in (self._counters | self._reasons).items()}
 
     def _set_product(self, s: Sample) -> list[Event]:
         # A BAD product tag keeps the last known product: counts go on under it.

@@ -71,7 +71,8 @@ class Samples:
 
 @dataclass(slots=True)
 class Events:
-    """An events message: state changes and count deltas of one machine."""
+    """An events message: state changes and count deltas (with rejects by reason, when the
+    gateway counts them) of one machine."""
 
     agent: str
     seq: int
@@ -346,6 +347,8 @@ def _storable_events(e: Events) -> Decoded:
         if any(_nul(x) for x in (s.state, s.reason, s.code)):
             return _unstorable(f"state event {i} contains a NUL character")
     for i, n in enumerate(e.counts):
+        # Rejects by reason need no check of their own: the contract bounds their sum by
+        # reject (<= total) and keeps control characters (NUL too) out of reasons.
         if n.total > INTEGER_MAX:
             return _unstorable(f"count event {i}: total {n.total} is above {INTEGER_MAX}")
         if _nul(n.product):

@@ -9,7 +9,8 @@ A batch, in one transaction:
 3. numeric samples by one binary COPY into ``samples`` (rows packed with ``struct``, much
    faster than ``write_row``), text samples by another into ``samples_text``; the time
    ranges written are noted for the rollups (``maintenance.note_samples``);
-4. count events into ``production_counts``, state events through
+4. count events into ``production_counts`` (and their rejects by reason, when they carry
+   any, into ``production_rejects``), state events through
    ``intervals.apply_state_events``;
 5. gateway status into ``gateway_status`` (history, idempotent by (agent, time)) and
    ``gateways`` (the current status);
@@ -66,6 +67,11 @@ INSERT INTO production_counts (asset_id, time, total, good, reject, product, age
 SELECT * FROM unnest(%s::integer[], %s::timestamptz[], %s::integer[], %s::integer[],
                      %s::integer[], %s::text[], %s::text[], %s::bigint[])
 """
+REJECTS = """
+INSERT INTO production_rejects (asset_id, time, reason, count, product, agent, seq)
+SELECT * FROM unnest(%s::integer[], %s::timestamptz[], %s::text[], %s::integer[],
+                     %s::text[], %s::text[], %s::bigint[])
+"""
 DEAD_LETTERS = """
 INSERT INTO dead_letters (topic, payload, payload_size, reason)
 SELECT * FROM unnest(%s::text[], %s::bytea[], %s::integer[], %s::text[])
@@ -116,6 +122,7 @@ class WriteResult:
     text_samples: int = 0
     states: int = 0
     counts: int = 0
+    rejects: int = 0  # rows of rejects by reason
     statuses: int = 0
     dead_letters: list[str] = field(default_factory=list)  # reason classes
     newest_ms: int = 0
@@ -124,7 +131,7 @@ class WriteResult:
     def merge(self, other: WriteResult) -> None:
         for name in ("messages", "new", "duplicates", "samples", "text_samples"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("states", "counts", "statuses"):
+        for name in ("states", "counts", "rejects", "statuses"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.dead_letters += other.dead_letters
         self.newest_ms = max(self.newest_ms, other.newest_ms)
@@ -371,12 +378,14 @@ class Writer:
         self, cur: psycopg.Cursor[Any], events: Sequence[Events], result: WriteResult
     ) -> None:
         counts: list[tuple[Any, ...]] = []
+        rejects: list[tuple[Any, ...]] = []
         states: list[StateRow] = []
         for e in events:
             asset_id = self.registry.asset_id(e.path)
             for n in e.counts:
                 t = ms_to_datetime(n.ts)
                 counts.append((asset_id, t, n.total, n.good, n.reject, n.product, e.agent, e.seq))
+                rejects += [(asset_id, t, r, k, n.product, e.agent, e.seq) for r, k in n.rejects]
             for s in e.states:
                 code = None if s.code is None else str(s.code)
                 states.append(
@@ -388,6 +397,9 @@ class Writer:
         if counts:
             cur.execute(COUNTS, [list(col) for col in zip(*counts, strict=True)])
             result.counts += len(counts)
+        if rejects:
+            cur.execute(REJECTS, [list(col) for col in zip(*rejects, strict=True)])
+            result.rejects += len(rejects)
         if states:
             apply_state_events(cur, states)
             result.states += len(states)

@@ -1,7 +1,8 @@
 """``linepulse simulate``: a simulated packaging line served over OPC UA and Modbus TCP.
 
 Four machines (filler → capper → labeler → packer) with PLC state codes, part counters
-(the filler's wraps at 16 bits), noisy analogs and product strings. ``line.py`` says what
+(the filler's wraps at 16 bits), reject counters per reason on the first three (the
+labeler's wrap at 16 bits), noisy analogs and product strings. ``line.py`` says what
 the line is, ``model.py`` runs it (pure and seeded), ``script.py`` steers it in time,
 ``tags.py`` maps it to OPC UA nodes and Modbus addresses (documented as tables in
 ``opcua_server.py`` and ``modbus_server.py``), and ``runner.py`` serves it. Importing

@@ -23,6 +23,7 @@ from edge_agent.errors import EdgeError
 
 PRODUCTS: Final = ("SKU-1042", "SKU-1043", "SKU-2210", "SKU-3307")
 MAX_STRING: Final = 16  # characters of a product or order: 8 Modbus registers
+MAX_REASONS: Final = 4  # reject-reason counters a machine has room for (Modbus base+12..19)
 
 
 class SimulatorError(EdgeError):
@@ -89,6 +90,17 @@ class MachineSpec:
         default_factory=lambda: {Code.JAM: 5, Code.FAULT: 1, Code.MOTOR_OVERLOAD: 1}
     )
     repair: tuple[float, float] = (15.0, 90.0)  # seconds a random fault lasts, min..max
+    # Reject counters per reason: the share of rejects each one counts (the shares sum to at
+    # most 1; the rest of the rejects have no reason counter), and their register width.
+    reject_reasons: Mapping[str, float] = field(default_factory=dict)
+    reason_bits: Literal[16, 32] = 32
+
+    def __post_init__(self) -> None:
+        shares = self.reject_reasons.values()
+        if len(self.reject_reasons) > MAX_REASONS or any(s < 0 for s in shares) or sum(shares) > 1:
+            raise SimulatorError(
+                f"{self.name}: at most {MAX_REASONS} reject reasons with shares that sum to <= 1"
+            )
 
 
 DEFAULT_LINE: Final[tuple[MachineSpec, ...]] = (
@@ -100,8 +112,17 @@ DEFAULT_LINE: Final[tuple[MachineSpec, ...]] = (
         temperature=18.0,
         mtbf=700.0,
         faults={Code.JAM: 4, Code.LOW_AIR_PRESSURE: 2, Code.FAULT: 1, Code.EMERGENCY_STOP: 1},
+        # a check weigher counts these two; the rest (spills, dropped bottles) has no counter
+        reject_reasons={"underfill": 0.6, "overfill": 0.25},
     ),
-    MachineSpec("capper", rate=126.0, reject_ratio=0.004, temperature=38.0, mtbf=1100.0),
+    MachineSpec(
+        "capper",
+        rate=126.0,
+        reject_ratio=0.004,
+        temperature=38.0,
+        mtbf=1100.0,
+        reject_reasons={"cap_missing": 0.7, "cap_skewed": 0.3},
+    ),
     MachineSpec(
         "labeler",
         rate=132.0,
@@ -109,6 +130,8 @@ DEFAULT_LINE: Final[tuple[MachineSpec, ...]] = (
         temperature=45.0,
         mtbf=800.0,
         faults={Code.JAM: 5, Code.SENSOR_FAULT: 2, Code.OVERTEMPERATURE: 1},
+        reject_reasons={"label_missing": 0.5, "label_skewed": 0.5},
+        reason_bits=16,  # 16-bit registers: they wrap at 65536
     ),
     MachineSpec(
         "packer",

@@ -13,7 +13,12 @@ bytes and big-endian word order (high word first), the Modbus norm::
       base+6    speed        float32    parts/min, 0 when not running
       base+8    temperature  float32    degC
       base+10   pressure     float32    bar
-      base+12..19            spare, read as 0
+      base+12.. reject.<reason>  uint32  reject counter of one reason, two registers each
+                                        (uint16 on the labeler, wrapping at 65536; the
+                                        second register reads 0): filler underfill +12,
+                                        overfill +14; capper cap_missing +12, cap_skewed
+                                        +14; labeler label_missing +12, label_skewed +14;
+                                        the rest of base+12..19 is spare, read as 0
       base+20   product      string     8 registers, 16 ASCII characters, NUL padded
       base+30   order        string     8 registers, NUL padded
     input registers (function 4): speed, temperature, pressure at base+6, +8, +10 (float32)
@@ -125,7 +130,7 @@ class ModbusSim:
         bits = [False] * (n * COIL_STRIDE)
         index = {name: i for i, name in enumerate(self._machines)}
         for p in self._points:
-            value = value_of(snapshot[p.machine], p.field)
+            value = value_of(snapshot[p.machine], p.field, p.reason)
             i = index[p.machine]
             offset = p.address - i * BLOCK_STRIDE
             if p.table == "holding":

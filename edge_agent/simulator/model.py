@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
 from edge_agent.simulator.line import (
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from edge_agent.simulator.script import Script
 
 _EPS: Final = 1e-9
+_GOLDEN: Final = (math.sqrt(5) - 1) / 2
 AMBIENT_C: Final = 21.0
 CounterName = Literal["total", "reject"]
 COUNTERS: Final[tuple[CounterName, ...]] = ("total", "reject")
@@ -67,6 +68,11 @@ class MachineSnapshot:
     product: str
     order: str
     ts: float  # simulated time, seconds since the Unix epoch
+    rejects: tuple[tuple[str, int], ...] = ()  # reject-reason counters, (reason, value)
+
+    def reject_counter(self, reason: str) -> int:
+        """The value of one reject-reason counter."""
+        return dict(self.rejects)[reason]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,8 @@ class _Machine:
     flow: float = 0.0  # parts it took in during the last tick
     total: int = 0
     reject: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)  # reject-reason counters
+    reason_u: float = 0.0  # the frozen line's reason sequence (see _attribute)
     part_acc: float = 0.0
     reject_acc: float = 0.0
     speed: float = 0.0  # speed while running (noisy)
@@ -160,14 +168,22 @@ class LineModel:
             _Machine(spec, i, random.Random(f"{seed}:{spec.name}"))
             for i, spec in enumerate(machines)
         ]
+        # Reasons draw from their own streams, so adding them changed no other trajectory.
+        self._reason_rngs = {
+            spec.name: random.Random(f"{seed}:{spec.name}:reasons") for spec in machines
+        }
         for m in self._machines:
             m.speed, m.temperature, m.pressure = m.spec.rate, m.spec.temperature, m.spec.pressure
+            m.reasons = dict.fromkeys(m.spec.reject_reasons, 0)
         self._order_no = 240001
         self._actions = list(script.actions) if script else []
         self._next_action = 0
         for name, value in (counters or {}).items():
             machine, _, counter = name.partition(".")
-            self.set_counter(machine, _counter_name(counter), value)
+            if counter.startswith("reject."):
+                self.set_reason_counter(machine, counter.removeprefix("reject."), value)
+            else:
+                self.set_counter(machine, _counter_name(counter), value)
         self._apply_due_actions()
 
     # ------------------------------------------------------------ time
@@ -251,6 +267,7 @@ class LineModel:
             product=m.product,
             order=m.order,
             ts=ts,
+            rejects=tuple(m.reasons.items()),
         )
 
     # ------------------------------------------------------------ the API tests and scripts use
@@ -280,12 +297,32 @@ class LineModel:
             )
         setattr(m, _counter_name(counter), value)
 
+    def set_reason_counter(self, machine: str, reason: str, value: int) -> None:
+        """Set a reject-reason counter to a raw value (e.g. near rollover)."""
+        m = self._get(machine)
+        if reason not in m.reasons:
+            raise SimulatorError(
+                f"{machine} has no reject reason {reason!r}:"
+                f" choose one of {', '.join(m.reasons) or '(none)'}"
+            )
+        limit = 2**m.spec.reason_bits
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < limit:
+            raise SimulatorError(
+                f"{machine}.reject.{reason} is a {m.spec.reason_bits}-bit counter:"
+                f" value must be 0..{limit - 1}, not {value!r}"
+            )
+        m.reasons[reason] = value
+
     def reset_counter(self, machine: str | None, counter: CounterName | None = None) -> None:
-        """Clear a counter (None: both) as a PLC does at shift change; None machine: all."""
+        """Clear a counter (None: both) as a PLC does at shift change; None machine: all.
+
+        Clearing the reject counter clears the reject-reason counters with it."""
         names = COUNTERS if counter is None else (_counter_name(counter),)
         for m in self._select(machine):
             for name in names:
                 setattr(m, name, 0)
+            if "reject" in names:
+                m.reasons = dict.fromkeys(m.reasons, 0)
 
     def set_product(
         self, product: str, *, order: str | None = None, machine: str | None = None
@@ -381,6 +418,28 @@ class LineModel:
             rejected = sum(m.rng.random() < m.spec.reject_ratio for _ in range(made))
         m.total = (m.total + made) % 2**m.spec.total_bits
         m.reject = (m.reject + rejected) % 2**32
+        if m.reasons:
+            self._attribute(m, rejected)
+
+    def _attribute(self, m: _Machine, rejected: int) -> None:
+        """Count each rejected part against at most one reason, by the reasons' shares.
+
+        Random: a draw per part from the machine's reason stream. Frozen: the golden-ratio
+        sequence instead, evenly spread and with no randomness.
+        """
+        rng = self._reason_rngs[m.spec.name]
+        limit = 2**m.spec.reason_bits
+        for _ in range(rejected):
+            if self.frozen:
+                m.reason_u = (m.reason_u + _GOLDEN) % 1.0
+                u = m.reason_u
+            else:
+                u = rng.random()
+            for reason, share in m.spec.reject_reasons.items():
+                if u < share:
+                    m.reasons[reason] = (m.reasons[reason] + 1) % limit
+                    break
+                u -= share
 
     def _random_events(self) -> None:
         for m in self._machines:

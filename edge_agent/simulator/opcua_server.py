@@ -12,6 +12,10 @@ Namespace ``urn:linepulse:simulator``; resolve its index from the NamespaceArray
         <machine>.faulted      Boolean   state code 20..29
         <machine>.total        UInt32    parts counter (UInt16 on the filler: wraps at 65536)
         <machine>.reject       UInt32    reject counter
+        <machine>.reject.<reason>  UInt32  reject counter of one reason (UInt16 on the
+                                         labeler): filler underfill, overfill; capper
+                                         cap_missing, cap_skewed; labeler label_missing,
+                                         label_skewed; the packer has none
         <machine>.speed        Double    parts/min, 0 when not running   EURange 0..200
         <machine>.temperature  Double    degC                            EURange 0..120
         <machine>.pressure     Double    bar                             EURange 0..10
@@ -130,14 +134,14 @@ class OpcUaSim:
             )
             for point in self._points.values():
                 if point.machine == spec.name:
-                    value = value_of(snapshot[spec.name], point.field)
+                    value = value_of(snapshot[spec.name], point.field, point.reason)
                     await self._variable(obj, ns, point, value)
 
     async def _variable(self, parent: Node, ns: int, point: OpcUaPoint, value: object) -> None:
         vtype = _VARIANT[point.datatype]
         node = await parent.add_variable(
             _id(ns, point.node),
-            ua.QualifiedName(point.field, ns),
+            ua.QualifiedName(point.browse_name, ns),
             ua.Variant(value, vtype),
             datatype=vtype.value,
         )
@@ -157,7 +161,7 @@ class OpcUaSim:
         source = ua.DateTime.fromtimestamp(snapshot.ts, dt.UTC)
         now = ua.DateTime.now(dt.UTC)
         for node, point in self._points.items():
-            value = value_of(snapshot[point.machine], point.field)
+            value = value_of(snapshot[point.machine], point.field, point.reason)
             if node in self._last and self._last[node] == value:
                 continue
             datavalue = ua.DataValue(

@@ -31,6 +31,7 @@ Field = Literal[
     "pressure",
     "product",
     "order",
+    "reject_reason",  # one reject-reason counter; the point's ``reason`` says which
 ]
 Table = Literal["coil", "discrete_input", "holding", "input"]
 
@@ -45,6 +46,12 @@ class OpcUaPoint:
     datatype: UaType
     unit: str | None = None
     eu_range: tuple[float, float] | None = None  # the EURange property, for percent deadband
+    reason: str | None = None  # of a reject_reason point
+
+    @property
+    def browse_name(self) -> str:
+        """The variable's browse name under its machine object (unique there)."""
+        return self.field if self.reason is None else f"reject.{self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,7 @@ class ModbusPoint:
     field: Field
     datatype: Literal["bool", "uint16", "uint32", "float32", "string"]
     length: int | None = None  # registers of a string
+    reason: str | None = None  # of a reject_reason point
 
     @property
     def register_count(self) -> int:
@@ -97,6 +105,12 @@ def opcua_points(line: tuple[MachineSpec, ...] = DEFAULT_LINE) -> dict[str, OpcU
             node = f"{spec.name}.{field}"
             eu = _EU_RANGES.get(field)
             points[node] = OpcUaPoint(node, spec.name, field, datatype, unit, eu)
+        reason_type: UaType = "UInt16" if spec.reason_bits == 16 else "UInt32"
+        for reason in spec.reject_reasons:
+            node = f"{spec.name}.reject.{reason}"
+            points[node] = OpcUaPoint(
+                node, spec.name, "reject_reason", reason_type, "parts", reason=reason
+            )
     return points
 
 
@@ -124,6 +138,12 @@ def modbus_points(line: tuple[MachineSpec, ...] = DEFAULT_LINE) -> list[ModbusPo
             ModbusPoint("discrete_input", bit + 0, n, "running", "bool"),
             ModbusPoint("discrete_input", bit + 1, n, "faulted", "bool"),
         ]
+        # Reject-reason counters in the spare registers, two each (uint16: the second reads 0).
+        width: Literal["uint16", "uint32"] = "uint16" if spec.reason_bits == 16 else "uint32"
+        points += [
+            ModbusPoint("holding", base + 12 + 2 * k, n, "reject_reason", width, reason=r)
+            for k, r in enumerate(spec.reject_reasons)
+        ]
     return points
 
 
@@ -132,7 +152,11 @@ MODBUS_POINTS: Final = modbus_points()
 MODBUS_BY_ADDRESS: Final = {(p.table, p.address): p for p in MODBUS_POINTS}
 
 
-def value_of(snapshot: MachineSnapshot, field: Field) -> bool | int | float | str:
+def value_of(
+    snapshot: MachineSnapshot, field: Field, reason: str | None = None
+) -> bool | int | float | str:
     """The value a point carries, from a machine snapshot."""
+    if field == "reject_reason":
+        return snapshot.reject_counter(reason or "")
     value: bool | int | float | str = getattr(snapshot, field)
     return value

@@ -24,12 +24,23 @@ value = st.one_of(
     st.text(max_size=40),
 )
 sample = st.builds(c.Sample, tag=tag, ts=ts, value=value, quality=st.sampled_from(c.Quality))
+reason = st.text(st.characters(exclude_categories=("Cc", "Cs")), min_size=1, max_size=64).filter(
+    lambda r: r == r.strip()
+)
 count_event = st.builds(
-    lambda t, g, r, p: c.CountEvent(ts=t, total=g + r, good=g, reject=r, product=p),
+    lambda t, g, extra, p, by_reason: c.CountEvent(
+        ts=t,
+        total=g + extra + sum(by_reason.values()),
+        good=g,
+        reject=extra + sum(by_reason.values()),
+        product=p,
+        rejects=tuple(by_reason.items()),
+    ),
     ts,
     st.integers(0, 10**6),
     st.integers(0, 10**6),
     st.one_of(st.none(), st.text(max_size=20)),
+    st.dictionaries(reason, st.integers(1, 10**6), max_size=4),
 )
 state_event = st.builds(
     c.StateEvent,
@@ -187,3 +198,94 @@ def test_status_topic() -> None:
 def test_bad_topics_name_the_problem(topic: str, reason: str) -> None:
     with pytest.raises(c.ContractError, match=reason.replace("+", r"\+")):
         c.parse_topic(topic)
+
+
+# ---------------------------------------------------------------- rejects by reason
+
+
+def _count(**fields: object) -> bytes:
+    event = {"type": "count", "ts": NOW, "total": 10, "good": 7, "reject": 3, **fields}
+    return json.dumps({"v": 1, "agent": "gw", "seq": 1, "events": [event]}).encode()
+
+
+def _rejects_of(raw: bytes) -> tuple[tuple[str, int], ...]:
+    msg = c.decode(raw, now_ms=NOW)
+    assert isinstance(msg, c.EventsMessage) and isinstance(msg.events[0], c.CountEvent)
+    return msg.events[0].rejects
+
+
+@pytest.mark.parametrize(
+    ("rejects", "expected"),
+    [
+        (None, ()),
+        ({}, ()),
+        ({"underfill": 2}, (("underfill", 2),)),
+        ({"underfill": 2, "cap missing": 1}, (("underfill", 2), ("cap missing", 1))),
+        ({"x" * 64: 3}, (("x" * 64, 3),)),
+        ({"Unterfüllung": 1}, (("Unterfüllung", 1),)),
+    ],
+)
+def test_count_events_may_carry_rejects_by_reason(
+    rejects: dict[str, int] | None, expected: tuple[tuple[str, int], ...]
+) -> None:
+    assert _rejects_of(_count(rejects=rejects)) == expected
+
+
+@pytest.mark.parametrize(
+    ("rejects", "reason"),
+    [
+        ({"underfill": 2, "cap missing": 2}, "rejects by reason add up to 4, more than reject 3"),
+        ({"underfill": 0}, r"rejects\['underfill'\]: parts must be an integer >= 1, got 0"),
+        ({"underfill": -1}, "parts must be an integer >= 1"),
+        ({"underfill": 1.0}, "parts must be an integer >= 1, got 1.0"),
+        ({"underfill": True}, "parts must be an integer >= 1, got True"),
+        ({"underfill": "2"}, "parts must be an integer >= 1"),
+        ({"": 1}, "reject reason '' must be 1-64 characters"),
+        ({"x" * 65: 1}, "must be 1-64 characters"),
+        ({"under\x00fill": 1}, "without control characters"),
+        ({"under\nfill": 1}, "without control characters"),
+        ({"under\x85fill": 1}, "without control characters"),
+        ({" underfill": 1}, "spaces at either end"),
+        ([["underfill", 1]], "rejects must be a JSON object"),
+        ("underfill", "rejects must be a JSON object"),
+    ],
+)
+def test_bad_rejects_by_reason_name_the_problem(rejects: object, reason: str) -> None:
+    with pytest.raises(c.ContractError, match=r"events\[0\]: .*" + reason):
+        c.decode(_count(rejects=rejects), now_ms=NOW)
+
+
+def test_count_events_without_reasons_encode_as_before() -> None:
+    """Additive: no ``rejects`` key unless there are some, so old readers see old bytes."""
+    plain = c.CountEvent(ts=NOW, total=10, good=7, reject=3, product="SKU-1")
+    assert c.event_to_dict(plain) == {
+        "type": "count",
+        "ts": NOW,
+        "total": 10,
+        "good": 7,
+        "reject": 3,
+        "product": "SKU-1",
+    }
+    with_reasons = c.CountEvent(NOW, 10, 7, 3, "SKU-1", rejects=(("underfill", 2),))
+    assert c.event_to_dict(with_reasons) == {**c.event_to_dict(plain), "rejects": {"underfill": 2}}
+    # an old payload (no key) decodes to no reasons; a payload with them round-trips
+    assert _rejects_of(_count()) == ()
+    msg = c.EventsMessage(agent="gw", seq=1, events=(with_reasons,))
+    assert c.decode(c.encode(msg), now_ms=NOW) == msg
+
+
+@settings(max_examples=200)
+@given(
+    reject=st.integers(0, 50),
+    by_reason=st.dictionaries(reason, st.integers(-2, 60), max_size=5),
+)
+def test_rejects_by_reason_are_accepted_exactly_when_valid(
+    reject: int, by_reason: dict[str, int]
+) -> None:
+    raw = _count(total=reject + 1, good=1, reject=reject, rejects=by_reason)
+    valid = all(n >= 1 for n in by_reason.values()) and sum(by_reason.values()) <= reject
+    if valid:
+        assert _rejects_of(raw) == tuple(by_reason.items())
+    else:
+        with pytest.raises(c.ContractError):
+            c.decode(raw, now_ms=NOW)

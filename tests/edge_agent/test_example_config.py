@@ -19,6 +19,7 @@ from edge_agent.simulator.tags import (
     UNIT_ID,
     ModbusPoint,
     OpcUaPoint,
+    value_of,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "edge_agent" / "examples" / "gateway.yaml"
@@ -113,6 +114,12 @@ def test_machine_models_match_the_simulated_line(cfg: GatewayConfig) -> None:
         assert m.counters.reject.bits == 32
         assert m.product is not None
         assert (points[m.product].machine, points[m.product].field) == (m.name, "product")
+        reasons = m.reject_reasons or {}
+        assert list(reasons) == list(specs[m.name].reject_reasons), m.name
+        for reason, counter in reasons.items():
+            point = points[counter.tag]
+            assert (point.machine, point.field, point.reason) == (m.name, "reject_reason", reason)
+            assert counter.bits == specs[m.name].reason_bits, counter.tag
     assert cfg.machines[0].counters and cfg.machines[0].counters.total
     assert cfg.machines[0].counters.total.bits == 16  # the filler's counter wraps at 65536
 
@@ -128,6 +135,8 @@ async def test_every_tag_reads_the_simulated_value(cfg: GatewayConfig) -> None:
     try:
         sim.model.set_state("labeler", Code.SENSOR_FAULT)
         sim.model.set_counter("filler", "total", 65535)
+        sim.model.set_reason_counter("labeler", "label_skewed", 65535)
+        sim.model.set_reason_counter("capper", "cap_missing", 2**32 - 1)
         snap = await sim.advance(2)
         env = {"SIM_OPCUA_PORT": str(sim.opcua_port), "SIM_MODBUS_PORT": str(sim.modbus_port)}
         live = load_config(EXAMPLE, env=env)
@@ -136,10 +145,10 @@ async def test_every_tag_reads_the_simulated_value(cfg: GatewayConfig) -> None:
             async with Client(device.endpoint, timeout=5) as client:
                 ns = await client.get_namespace_index(NAMESPACE_URI)
                 got = await client.get_node(f"ns={ns};s={tag.node.removeprefix(NSU)}").read_value()
-            read[tag.name] = (got, getattr(snap[point.machine], point.field))
+            read[tag.name] = (got, value_of(snap[point.machine], point.field, point.reason))
         for mb_device, mb_tag, mb_point in modbus_tags(live):
             got = await read_modbus(mb_device, mb_tag)
-            want = getattr(snap[mb_point.machine], mb_point.field)
+            want: Any = value_of(snap[mb_point.machine], mb_point.field, mb_point.reason)
             read[mb_tag.name] = (got, f32(want) if mb_tag.datatype == "float32" else want)
     finally:
         await sim.stop()

@@ -37,7 +37,7 @@ from edge_agent.simulator import (
     parse_script,
     run_simulator,
 )
-from edge_agent.simulator.tags import MODBUS_POINTS, OPCUA_POINTS, UNIT_ID
+from edge_agent.simulator.tags import MODBUS_POINTS, OPCUA_POINTS, UNIT_ID, value_of
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "edge_agent" / "examples"
 SPECS = {spec.name: spec for spec in DEFAULT_LINE}
@@ -326,6 +326,8 @@ async def test_opcua_serves_the_model_with_types_and_source_timestamps(sim: Simu
     model.freeze()
     model.set_state("capper", Code.MOTOR_OVERLOAD)
     model.set_counter("filler", "total", 65535)
+    model.set_reason_counter("filler", "underfill", 2**32 - 5)
+    model.set_reason_counter("labeler", "label_skewed", 65_000)
     model.set_product("SKU-2210", order="ORD-9")
     snap = await sim.advance(3)
     assert sim.opcua_endpoint == f"opc.tcp://127.0.0.1:{sim.opcua_port}/linepulse/sim/"
@@ -341,7 +343,7 @@ async def test_opcua_serves_the_model_with_types_and_source_timestamps(sim: Simu
         dv = values[name]
         assert dv.StatusCode is not None and dv.StatusCode.is_good(), name
         assert dv.Value is not None
-        assert dv.Value.Value == getattr(snap[point.machine], point.field), name
+        assert dv.Value.Value == value_of(snap[point.machine], point.field, point.reason), name
         assert dv.Value.VariantType == types[point.datatype], name
     assert OPCUA_POINTS["filler.total"].datatype == "UInt16"
     assert value(values["filler.total"]) == (65535 + int(3 * per_tick("filler", 0.5))) % 65536
@@ -366,6 +368,8 @@ async def test_modbus_serves_the_register_map(sim: Simulator) -> None:
     sim.set_state("labeler", Code.JAM)
     sim.set_counter("capper", "reject", 2**32 - 1)
     sim.set_counter("filler", "total", 65534)
+    sim.model.set_reason_counter("capper", "cap_skewed", 2**32 - 2)
+    sim.model.set_reason_counter("labeler", "label_missing", 65_535)
     sim.set_product("SKU-3307", order="ORD-1", machine="packer")
     snap = await sim.advance(4)
     assert (snap["packer"].product, snap["filler"].product) == ("SKU-3307", "SKU-1042")
@@ -388,6 +392,11 @@ async def test_modbus_serves_the_register_map(sim: Simulator) -> None:
             assert conv(regs[6:8], dt.FLOAT32) == f32(m.speed)
             assert conv(regs[8:10], dt.FLOAT32) == f32(m.temperature)
             assert conv(regs[10:12], dt.FLOAT32) == f32(m.pressure)
+            for k, (_, n) in enumerate(m.rejects):  # reject-reason counters from base+12
+                reason = regs[12 + 2 * k : 14 + 2 * k]
+                wide = m.name != "labeler"
+                assert (conv(reason, dt.UINT32) if wide else reason[0]) == n, m.name
+                assert wide or reason[1] == 0
             assert str(conv(regs[20:28], dt.STRING)).rstrip("\0") == m.product
             assert str(conv(regs[30:38], dt.STRING)).rstrip("\0") == m.order
             ir = await client.read_input_registers(base + 6, count=6, device_id=UNIT_ID)

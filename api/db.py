@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
+from pydantic import AfterValidator, AwareDatetime
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 
@@ -14,6 +16,20 @@ from api.config import ApiSettings
 
 # PostgreSQL's integer: ids above it are not ids (and would make psycopg raise).
 INT4_MAX = 2**31 - 1
+# Instants the database and Python both hold, far from datetime's limits (a year-9999 time
+# west of UTC is year 10000 in UTC and overflows).
+FIRST_YEAR, LAST_YEAR = 1970, 9000
+
+
+def in_years(value: datetime) -> datetime:
+    """``value`` unchanged, or a ValueError when its year is outside FIRST_YEAR..LAST_YEAR."""
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValueError(f"must lie between the years {FIRST_YEAR} and {LAST_YEAR}")
+    return value
+
+
+# A timestamp with an offset in a year the database can hold (the offset is kept).
+Instant = Annotated[AwareDatetime, AfterValidator(in_years)]
 _SCHEME = re.compile(r"^(postgres|postgresql)(\+psycopg2?|\+psycopg)?://")
 
 

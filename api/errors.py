@@ -21,6 +21,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = structlog.get_logger("api")
 
 NAIVE_TIMESTAMP = "timestamps need a UTC offset, e.g. 2026-01-01T06:00:00+01:00"
+NOT_JSON = "the body is not valid JSON"
+# FastAPI's 400 for a body it cannot read at all (not UTF-8, say): for the client the same
+# mistake as malformed JSON, so it gets the same 422.
+_UNREADABLE_BODY = "There was an error parsing the body"
 # Locations FastAPI puts first in an error's loc; the field is what follows.
 _SOURCES = {"body", "query", "path", "header", "cookie"}
 _HTTP_CODES = {
@@ -132,7 +136,7 @@ def _problem(err: dict[str, Any]) -> str:
     if kind == "missing":
         return "this field is required"
     if kind == "json_invalid":
-        return "the body is not valid JSON"
+        return NOT_JSON
     message = str(err.get("msg", "invalid value"))
     return message.removeprefix("Value error, ")
 
@@ -142,9 +146,14 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_json(exc.status, exc.code, exc.message, field=exc.field, headers=exc.headers)
 
 
+def _field(err: dict[str, Any]) -> str | None:
+    # A JSON syntax error's loc holds a character offset, not a field.
+    return None if err.get("type") == "json_invalid" else field_name(err.get("loc", ()))
+
+
 async def _validation(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [(field_name(e.get("loc", ())), _problem(e)) for e in exc.errors()]
+    problems = [(_field(e), _problem(e)) for e in exc.errors()]
     field, problem = problems[0] if problems else (None, "invalid request")
     details = [{"field": f, "message": m} for f, m in problems]
     message = f"{field}: {problem}" if field else problem
@@ -153,6 +162,8 @@ async def _validation(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
+        return error_json(422, "validation_error", NOT_JSON)
     code = _HTTP_CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":

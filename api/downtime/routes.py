@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
-from pydantic import AwareDatetime
 
 from api.auth.deps import OperatorDep, ViewerDep
-from api.db import INT4_MAX, SessionDep
+from api.db import INT4_MAX, Instant, SessionDep
 from api.downtime import reasons, root_service, service
 from api.downtime.schemas import (
     ParetoBy,
@@ -41,10 +40,10 @@ AssetQuery = Annotated[
     ),
 ]
 StartQuery = Annotated[
-    AwareDatetime, Query(description="Range start", examples=["2026-01-05T06:00:00+01:00"])
+    Instant, Query(description="Range start", examples=["2026-01-05T06:00:00+01:00"])
 ]
 EndQuery = Annotated[
-    AwareDatetime,
+    Instant,
     Query(description="Range end (exclusive)", examples=["2026-01-05T14:00:00+01:00"]),
 ]
 Text = Annotated[str | None, Query(min_length=1, max_length=200)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from api.db import INT4_MAX
+from api.db import INT4_MAX, Instant
 
 ParetoBy = Literal["reason", "code", "category", "state"]
 PlannedScope = Literal["false", "true", "all"]
@@ -189,8 +189,8 @@ class StopReasonCreate(StopReasonBase):
     )
 
     asset_id: AssetId
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
 
 
 class SplitPart(StopReasonBase):
@@ -198,7 +198,7 @@ class SplitPart(StopReasonBase):
 
     model_config = ConfigDict(extra="forbid")
 
-    end: AwareDatetime
+    end: Instant
 
 
 class StopSplit(BaseModel):
@@ -221,7 +221,7 @@ class StopSplit(BaseModel):
     )
 
     asset_id: AssetId
-    start: AwareDatetime = Field(description="The stop's start, as /downtime/stops gives it")
+    start: Instant = Field(description="The stop's start, as /downtime/stops gives it")
     parts: list[SplitPart] = Field(min_length=1, max_length=100)
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import AwareDatetime
 
 from api.auth.deps import ViewerDep
 from api.calendar import Bucket
-from api.db import INT4_MAX, SessionDep
+from api.db import INT4_MAX, Instant, SessionDep
 from api.errors import ERRORS, ErrorResponse
 from api.oee import service
 from api.oee.schemas import OeeResponse
@@ -27,8 +26,8 @@ def get_oee(
     session: SessionDep,
     _key: ViewerDep,
     asset_id: Annotated[int, Query(ge=1, le=INT4_MAX, description="A machine, line, area or site")],
-    start: Annotated[AwareDatetime, Query(description="Range start, with a UTC offset")],
-    end: Annotated[AwareDatetime, Query(description="Range end (exclusive), after start")],
+    start: Annotated[Instant, Query(description="Range start, with a UTC offset")],
+    end: Annotated[Instant, Query(description="Range end (exclusive), after start")],
     bucket: Annotated[
         Bucket, Query(description="Split by local hour, shift, local day or week (Monday)")
     ] = "none",

@@ -4,12 +4,21 @@ planned downtime."""
 from __future__ import annotations
 
 import datetime as dt
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from api.planning.types import Id, Instant, LocalTime, Note, ShiftDuration, ShiftName, Weekday
+from api.planning.types import (
+    Id,
+    Instant,
+    LocalTime,
+    LocalTimeOut,
+    Note,
+    ShiftDuration,
+    ShiftName,
+    Weekday,
+)
 
 # What planned downtime is for; each takes its time out of planned production time.
 PlannedCategory = Literal[
@@ -82,10 +91,10 @@ class ShiftPublic(BaseModel):
     name: str
     weekday: int = Field(description="0 = Monday")
     weekday_name: str
-    start_local: time
+    start_local: LocalTimeOut
     duration: timedelta = Field(description="ISO 8601, e.g. PT8H")
     duration_h: float
-    end_local: time = Field(description="Local wall-clock end (may be the next day)")
+    end_local: LocalTimeOut = Field(description="Local wall-clock end (may be the next day)")
 
 
 # --- shift exceptions ------------------------------------------------------------------
@@ -131,7 +140,7 @@ class ExceptionPublic(BaseModel):
     date: dt.date
     kind: ExceptionKind
     shift_name: str | None
-    start_local: time | None
+    start_local: LocalTimeOut | None
     duration: timedelta | None
     note: str | None
 

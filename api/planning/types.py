@@ -20,10 +20,11 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
 )
 
 from api.calendar import MAX_SHIFT
-from api.db import INT4_MAX
+from api.db import INT4_MAX, in_years
 
 Id = Annotated[int, Field(ge=1, le=INT4_MAX)]
 PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
@@ -78,18 +79,19 @@ Category = Annotated[
 ]
 LossClassName = Literal["running", "unplanned_down", "planned_down"]
 
-# Instants a stored row may carry: with an offset, and far from datetime's limits (a year
-# 9999 instant west of UTC would be year 10000 in the database and unreadable).
-_FIRST_YEAR, _LAST_YEAR = 1970, 9000
-
 
 def _in_years(value: datetime) -> datetime:
-    if not _FIRST_YEAR <= value.year <= _LAST_YEAR:
-        raise ValueError(f"must lie between the years {_FIRST_YEAR} and {_LAST_YEAR}")
-    return value.astimezone(UTC)
+    """In the years the database holds (api.db.in_years), as UTC."""
+    return in_years(value).astimezone(UTC)
 
 
 Instant = Annotated[AwareDatetime, AfterValidator(_in_years)]
+# A wall-clock time in a response, as OpenAPI's partial-time ("06:00:00"): pydantic's
+# default "time" format requires an offset, which local shift times do not have.
+LocalTimeOut = Annotated[
+    time,
+    WithJsonSchema({"type": "string", "format": "partial-time", "examples": ["06:00:00"]}),
+]
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 WeekdayName = Literal[

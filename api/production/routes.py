@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from api.auth.deps import ViewerDep
-from api.db import INT4_MAX, SessionDep
+from api.db import INT4_MAX, Instant, SessionDep
 from api.errors import ERRORS, ErrorResponse
 from api.production import service
 from api.production.schemas import YieldBy, YieldPublic
@@ -32,10 +31,10 @@ def yield_(
         ),
     ],
     start: Annotated[
-        AwareDatetime, Query(description="Range start", examples=["2026-01-05T06:00:00+01:00"])
+        Instant, Query(description="Range start", examples=["2026-01-05T06:00:00+01:00"])
     ],
     end: Annotated[
-        AwareDatetime,
+        Instant,
         Query(description="Range end (exclusive)", examples=["2026-01-05T14:00:00+01:00"]),
     ],
     session: SessionDep,

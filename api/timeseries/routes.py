@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AwareDatetime
 
 from api.auth.deps import ViewerDep
-from api.db import INT4_MAX, SessionDep
+from api.db import INT4_MAX, Instant, SessionDep
 from api.errors import ERRORS, ErrorResponse
 from api.timeseries import service
 from api.timeseries.schemas import Downsample, SeriesPublic
@@ -24,11 +23,11 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 def tag_samples(
     tag_id: Annotated[int, Path(ge=1, le=INT4_MAX, description="The tag's id", examples=[7])],
     start: Annotated[
-        AwareDatetime,
+        Instant,
         Query(description="Range start (inclusive)", examples=["2026-01-05T06:00:00+01:00"]),
     ],
     end: Annotated[
-        AwareDatetime,
+        Instant,
         Query(description="Range end (exclusive)", examples=["2026-01-05T14:00:00+01:00"]),
     ],
     session: SessionDep,

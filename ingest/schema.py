@@ -23,6 +23,8 @@ maintains the rollup tables (``ingest/maintenance.py``).
 6. OEE settings: shift exceptions, state loss classes, machine settings.
 7. ``stop_reasons`` (operators' reasons for stop time, laid over the machines' own) and
    ``production_rejects`` (rejected parts by reason, where the PLC counts them so).
+8. ``production_counts_1h``: production counts summed per machine, UTC hour and product,
+   kept exact by triggers on ``production_counts``; OEE reads it for long ranges.
 
 Reads must work the same on both: query the tables and the ``samples_1m``/``samples_1h``
 rollups with plain SQL (``date_bin``, not ``time_bucket``).
@@ -647,6 +649,145 @@ def _stop_reasons(conn: psycopg.Connection[Any], timescale: bool) -> None:
     conn.execute(STOP_REASONS)
 
 
+# ---------------------------------------------------------------------------------------
+# Migration 8: hourly counts rollup for long OEE ranges (api/oee/repository.py)
+
+# One row per machine, UTC hour (date_bin from BUCKET_ORIGIN) and product: the sums; the
+# minutes of the hour (UTC) that have counts: the first, the last and all of them (bit m of
+# ``minutes``); and the sums of the first minute. A reader learns from them whether an
+# hour's counts all lie on one side of an edge that cuts the hour (then it uses the row),
+# or all but the first minute's (it splits the row: typically the first count after a
+# changeover that ended inside a minute), or must read the raw rows.
+# Kept exact by statement-level triggers with transition tables: an insert adds its sums
+# (rows upserted in key order, so concurrent batches lock them in the same order and never
+# deadlock); an update or delete recomputes the hours it touched from production_counts;
+# a truncate empties it. Room is left on each page so that the updates can be HOT.
+_COLUMNS_1H = (
+    "asset_id, bucket, product, total, good, reject,"
+    " first_minute, last_minute, minutes, first_total, first_good, first_reject"
+)
+
+
+def _rollup_of(source: str) -> str:
+    """Rows of production_counts_1h summed from ``source`` (rows of production_counts)."""
+    return f"""
+    SELECT asset_id, bucket, product, sum(t), sum(g), sum(r), min(m), max(m),
+           bit_or(1::bigint << m), (array_agg(t ORDER BY m))[1],
+           (array_agg(g ORDER BY m))[1], (array_agg(r ORDER BY m))[1]
+    FROM (SELECT asset_id, date_bin('1 hour', time, TIMESTAMPTZ '{BUCKET_ORIGIN}') AS bucket,
+                 product, extract(minute FROM time AT TIME ZONE 'UTC')::smallint AS m,
+                 sum(total) AS t, sum(good) AS g, sum(reject) AS r
+          FROM {source} GROUP BY 1, 2, 3, 4) per_minute
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+
+
+def _first(column: str) -> str:
+    """The first minute's sum of ``column`` after adding EXCLUDED to row r."""
+    return (
+        f"first_{column} = CASE"
+        f" WHEN EXCLUDED.first_minute < r.first_minute THEN EXCLUDED.first_{column}"
+        f" WHEN EXCLUDED.first_minute = r.first_minute"
+        f" THEN r.first_{column} + EXCLUDED.first_{column}"
+        f" ELSE r.first_{column} END"
+    )
+
+
+COUNTS_1H = f"""
+CREATE TABLE production_counts_1h (
+    asset_id     integer NOT NULL REFERENCES assets (id) ON DELETE CASCADE,
+    bucket       timestamptz NOT NULL,
+    product      text,
+    total        bigint NOT NULL,
+    good         bigint NOT NULL,
+    reject       bigint NOT NULL,
+    first_minute smallint NOT NULL,
+    last_minute  smallint NOT NULL,
+    minutes      bigint NOT NULL,
+    first_total  bigint NOT NULL,
+    first_good   bigint NOT NULL,
+    first_reject bigint NOT NULL,
+    CONSTRAINT production_counts_1h_key UNIQUE NULLS NOT DISTINCT (asset_id, bucket, product)
+) WITH (fillfactor = 90);
+
+CREATE FUNCTION linepulse_counts_1h_add() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO production_counts_1h AS r ({_COLUMNS_1H}) {_rollup_of("new_counts")}
+    ON CONFLICT ON CONSTRAINT production_counts_1h_key DO UPDATE SET
+        total = r.total + EXCLUDED.total,
+        good = r.good + EXCLUDED.good,
+        reject = r.reject + EXCLUDED.reject,
+        {_first("total")},
+        {_first("good")},
+        {_first("reject")},
+        first_minute = least(r.first_minute, EXCLUDED.first_minute),
+        last_minute = greatest(r.last_minute, EXCLUDED.last_minute),
+        minutes = r.minutes | EXCLUDED.minutes;
+    RETURN NULL;
+END $$;
+
+-- Recompute the given (asset, hour) keys from the raw rows.
+CREATE FUNCTION linepulse_counts_1h_redo(keys jsonb) RETURNS void LANGUAGE sql AS $$
+    DELETE FROM production_counts_1h r
+    USING jsonb_array_elements(keys) e
+    WHERE r.asset_id = (e ->> 0)::integer AND r.bucket = (e ->> 1)::timestamptz;
+    INSERT INTO production_counts_1h ({_COLUMNS_1H}) {
+    _rollup_of(
+        "(SELECT c.* FROM (SELECT DISTINCT (e ->> 0)::integer AS asset_id,"
+        " (e ->> 1)::timestamptz AS bucket FROM jsonb_array_elements(keys) e) k"
+        " JOIN production_counts c ON c.asset_id = k.asset_id"
+        " AND c.time >= k.bucket AND c.time < k.bucket + INTERVAL '1 hour') c"
+    )
+};
+$$;
+
+CREATE FUNCTION linepulse_counts_1h_redo_old() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM linepulse_counts_1h_redo(coalesce((
+        SELECT jsonb_agg(DISTINCT jsonb_build_array(
+            asset_id, date_bin('1 hour', time, TIMESTAMPTZ '{BUCKET_ORIGIN}')))
+        FROM old_counts), '[]'));
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION linepulse_counts_1h_redo_both() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM linepulse_counts_1h_redo(coalesce((
+        SELECT jsonb_agg(DISTINCT jsonb_build_array(
+            asset_id, date_bin('1 hour', time, TIMESTAMPTZ '{BUCKET_ORIGIN}')))
+        FROM (SELECT asset_id, time FROM old_counts
+              UNION ALL SELECT asset_id, time FROM new_counts) changed), '[]'));
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION linepulse_counts_1h_empty() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    TRUNCATE production_counts_1h;
+    RETURN NULL;
+END $$;
+
+-- Created before the backfill: CREATE TRIGGER locks out concurrent inserts until this
+-- migration commits, so every row is either in the backfill or seen by the trigger.
+CREATE TRIGGER production_counts_1h_insert AFTER INSERT ON production_counts
+    REFERENCING NEW TABLE AS new_counts
+    FOR EACH STATEMENT EXECUTE FUNCTION linepulse_counts_1h_add();
+CREATE TRIGGER production_counts_1h_delete AFTER DELETE ON production_counts
+    REFERENCING OLD TABLE AS old_counts
+    FOR EACH STATEMENT EXECUTE FUNCTION linepulse_counts_1h_redo_old();
+CREATE TRIGGER production_counts_1h_update AFTER UPDATE ON production_counts
+    REFERENCING OLD TABLE AS old_counts NEW TABLE AS new_counts
+    FOR EACH STATEMENT EXECUTE FUNCTION linepulse_counts_1h_redo_both();
+CREATE TRIGGER production_counts_1h_truncate AFTER TRUNCATE ON production_counts
+    FOR EACH STATEMENT EXECUTE FUNCTION linepulse_counts_1h_empty();
+
+-- In key order: the rows of one machine lie together on disk.
+INSERT INTO production_counts_1h ({_COLUMNS_1H}) {_rollup_of("production_counts")};
+"""
+
+
+def _counts_1h(conn: psycopg.Connection[Any], timescale: bool) -> None:
+    conn.execute(COUNTS_1H)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(
         1, "core tables: assets, tags, samples, states, counts, ledger, dead letters", _initial
@@ -667,6 +808,7 @@ MIGRATIONS: list[Migration] = [
         _oee_settings,
     ),
     Migration(7, "operators' stop reasons and rejects by reason", _stop_reasons),
+    Migration(8, "hourly production counts rollup, kept by triggers (backfilled)", _counts_1h),
 ]
 LATEST_VERSION = MIGRATIONS[-1].version
 

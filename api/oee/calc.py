@@ -165,6 +165,12 @@ def _check_cycle(value: float, what: str) -> None:
         raise OeeInputError(f"{what} must be a finite number of seconds > 0, got {value!r}")
 
 
+def check_ideal_cycles(cycles: Mapping[str, float]) -> None:
+    """Every ideal cycle time is a finite number of seconds > 0 (else OeeInputError)."""
+    for product, seconds in cycles.items():
+        _check_cycle(seconds, f"ideal cycle time of product {product!r}")
+
+
 @dataclass(frozen=True)
 class OeeInput:
     """Everything the calculation needs for one asset; mappings resolved by the caller."""
@@ -181,8 +187,7 @@ class OeeInput:
     now: datetime | None = None  # open intervals end here; the window is cut here
 
     def __post_init__(self) -> None:
-        for product, seconds in self.ideal_cycle_s.items():
-            _check_cycle(seconds, f"ideal cycle time of product {product!r}")
+        check_ideal_cycles(self.ideal_cycle_s)
         if self.default_ideal_cycle_s is not None:
             _check_cycle(self.default_ideal_cycle_s, "default ideal cycle time")
         if not (math.isfinite(self.micro_stop_s) and self.micro_stop_s >= 0):
@@ -210,7 +215,7 @@ def _mix_key(c: CycleCount) -> tuple[bool, float]:
     return (c.ideal_cycle_s is None, c.ideal_cycle_s or 0.0)
 
 
-def _merge_mix(items: Iterable[CycleCount]) -> tuple[CycleCount, ...]:
+def merge_mix(items: Iterable[CycleCount]) -> tuple[CycleCount, ...]:
     """One canonical entry per ideal cycle time, sorted; empty entries dropped."""
     acc: dict[float | None, tuple[int, int]] = {}
     for c in items:
@@ -218,6 +223,26 @@ def _merge_mix(items: Iterable[CycleCount]) -> tuple[CycleCount, ...]:
         acc[c.ideal_cycle_s] = (total + c.total, good + c.good)
     merged = (CycleCount(k, t, g) for k, (t, g) in acc.items() if t)
     return tuple(sorted(merged, key=_mix_key))
+
+
+def _ideal_time(mix: Iterable[CycleCount], *, good_only: bool) -> Fraction | None:
+    """Σ ideal cycle time × count (good or total), exact; None if a cycle time is unknown.
+
+    The sum of Fraction(ict) × count, in integers: a float is n / d with d a power of
+    two, so one common denominator serves (a year of a site's product mix in one bucket
+    would otherwise make thousands of Fractions, each reduced by a gcd).
+    """
+    num, den = 0, 1
+    for c in mix:
+        if c.ideal_cycle_s is None:
+            return None
+        n, d = c.ideal_cycle_s.as_integer_ratio()
+        if d != den:
+            lcm = den // math.gcd(den, d) * d
+            num *= lcm // den
+            den = lcm
+        num += n * (den // d) * (c.good if good_only else c.total)
+    return Fraction(num, den)
 
 
 def _ratio(num: Fraction | int, den: Fraction | int) -> float | None:
@@ -265,6 +290,10 @@ class OeeResult:
     failures: int = 0
     cycle_mix: tuple[CycleCount, ...] = ()
     notes: tuple[str, ...] = ()  # flags about the input (overlapping_states, unmapped_state)
+    # (ideal time, good ideal time) once computed: every ratio reads them
+    _ideal_times: tuple[Fraction | None, Fraction | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     # --- durations in seconds
     @property
@@ -314,12 +343,12 @@ class OeeResult:
 
     # --- ideal times (exact, None when a counted part has no ideal cycle time)
     def _ideal(self, *, good_only: bool) -> Fraction | None:
-        acc = Fraction(0)
-        for c in self.cycle_mix:
-            if c.ideal_cycle_s is None:
-                return None
-            acc += Fraction(c.ideal_cycle_s) * (c.good if good_only else c.total)
-        return acc
+        times = self._ideal_times
+        if times is None:
+            mix = self.cycle_mix
+            times = (_ideal_time(mix, good_only=False), _ideal_time(mix, good_only=True))
+            object.__setattr__(self, "_ideal_times", times)  # a cache: the value is derived
+        return times[1 if good_only else 0]
 
     @property
     def ideal_time_s(self) -> float | None:
@@ -488,12 +517,17 @@ def _normalise_states(
     return out
 
 
+def window_limits(window: TimeRange, now: datetime | None) -> tuple[int, int, int]:
+    """(lo, hi, open end) in µs: the window cut at ``now``; open intervals end at now."""
+    lo, hi = to_us(window.start), to_us(window.end)
+    if now is None:
+        return lo, hi, hi
+    now_us = to_us(now)
+    return lo, max(lo, min(hi, now_us)), now_us
+
+
 def _prepare(inp: OeeInput) -> _Prepared:
-    lo, hi = to_us(inp.window.start), to_us(inp.window.end)
-    now = None if inp.now is None else to_us(inp.now)
-    if now is not None:
-        hi = max(lo, min(hi, now))
-    open_end = now if now is not None else to_us(inp.window.end)
+    lo, hi, open_end = window_limits(inp.window, inp.now)
     if inp.shifts is None:
         scheduled = [(lo, hi)] if hi > lo else []
     else:
@@ -585,7 +619,7 @@ def _mix_of(rows: Iterable[_Count]) -> tuple[CycleCount, ...]:
         sums = acc.setdefault(row.ict, [0, 0])
         sums[0] += row.total
         sums[1] += row.good
-    return _merge_mix(CycleCount(ict, total, good) for ict, (total, good) in acc.items())
+    return merge_mix(CycleCount(ict, total, good) for ict, (total, good) in acc.items())
 
 
 def _result(p: _Prepared, lo: int, hi: int) -> OeeResult:
@@ -625,26 +659,33 @@ def compute_oee(inp: OeeInput) -> OeeResult:
     return _result(p, p.lo, p.hi)
 
 
-def compute_buckets(inp: OeeInput, edges: Sequence[datetime]) -> list[BucketResult]:
-    """OEE per bucket; ``edges`` split the window (the window's own ends may be included).
-
-    Edges come from the caller (hours, shifts, local days and weeks across DST). The
-    buckets partition the window, so :func:`rollup` of them equals :func:`compute_oee`.
-    """
-    start, end = inp.window.start, inp.window.end
+def bucket_points(window: TimeRange, edges: Sequence[datetime]) -> list[datetime]:
+    """The buckets' bounds: the window's start, the edges inside it, its end."""
+    start, end = window.start, window.end
     for e in edges:
         _check_aware(e, "bucket edge")
     if any(b <= a for a, b in pairwise(edges)):
         raise OeeInputError("bucket edges must be strictly increasing")
     if edges and (edges[0] < start or edges[-1] > end):
         raise OeeInputError(f"bucket edges must lie inside the window [{start}, {end}]")
-    points = [start, *(e for e in edges if start < e < end), end]
+    return [start, *(e for e in edges if start < e < end), end]
+
+
+def compute_buckets(inp: OeeInput, edges: Sequence[datetime]) -> list[BucketResult]:
+    """OEE per bucket; ``edges`` split the window (the window's own ends may be included).
+
+    Edges come from the caller (hours, shifts, local days and weeks across DST). The
+    buckets partition the window, so :func:`rollup` of them equals :func:`compute_oee`.
+    """
+    points = bucket_points(inp.window, edges)
     p = _prepare(inp)
     return [BucketResult(a, b, _result(p, to_us(a), to_us(b))) for a, b in pairwise(points)]
 
 
 _SUMMED = tuple(
-    name for name in OeeResult.__dataclass_fields__ if name not in ("cycle_mix", "notes")
+    name
+    for name in OeeResult.__dataclass_fields__
+    if name not in ("cycle_mix", "notes", "_ideal_times")
 )
 
 
@@ -659,7 +700,7 @@ def rollup(results: Sequence[OeeResult]) -> OeeResult:
     sums = {name: sum(getattr(r, name) for r in results) for name in _SUMMED}
     return OeeResult(
         **sums,
-        cycle_mix=_merge_mix(c for r in results for c in r.cycle_mix),
+        cycle_mix=merge_mix(c for r in results for c in r.cycle_mix),
         notes=tuple(sorted({n for r in results for n in r.notes})),
     )
 

@@ -15,11 +15,20 @@ Which data an asset's OEE comes from:
 The site's shifts (weekly patterns plus holidays and extra shifts) give the scheduled
 time; a site without shifts schedules the whole range (``schedule: whole_range`` and the
 flag ``no_shift_calendar``). Planned downtime of the asset and of every asset above it
-counts. Counts are summed per minute in SQL, so a count belongs to the bucket of its minute.
+counts. A count belongs to the bucket of its minute.
+
+The figures are those of :func:`api.oee.calc.compute_buckets` on the machine's rows, but
+the rows never come to Python: per machine, the planned stops and planned downtime come
+first (a few spans), :mod:`api.oee.segments` cuts the window at every bucket edge and
+every edge of planned time, and the database sums the states and the counts per bucket
+over those segments (``api/oee/repository.py``; whole hours of counts from the hourly
+rollup ``production_counts_1h``). A year of one machine is a few thousand rows summed in
+SQL instead of hundreds of thousands read into Python.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,19 +47,15 @@ from api.calendar import (
 )
 from api.errors import Invalid, NotFound
 from api.oee import repository as repo
+from api.oee import segments
 from api.oee.calc import (
     DEFAULT_STATE_CLASSES,
     BucketResult,
     LossClass,
-    OeeInput,
     OeeInputError,
     OeeResult,
-    PlannedDowntime,
-    ProductionCount,
-    StateInterval,
     TimeRange,
-    combine_site,
-    compute_buckets,
+    check_ideal_cycles,
     rollup,
 )
 from api.oee.schemas import Losses, OeeBucket, OeeFigures, OeeResponse
@@ -85,29 +90,27 @@ def oee(
     if asset is None:
         raise NotFound(f"there is no asset {asset_id}", field="asset_id")
     members = _members(session, asset)
+    repo.tune(session)
     try:
         cal = _calendar(session, asset, start=start, end=end)
         windows = cal.windows or []
         edges = bucket_edges(bucket, tz=cal.tz, start=start, end=end, windows=windows)
         now = now or datetime.now(UTC)
-        per_member = [
-            compute_buckets(_input(session, m, start=start, end=end, cal=cal, now=now), edges)
-            for m in members
-        ]
+        shifts = None if cal.windows is None else [TimeRange(w.start, w.end) for w in windows]
+        fr = segments.frame(TimeRange(start, end), shifts=shifts, edges=edges, now=now)
+        parts = [_member(session, m, fr, start=start, end=end) for m in members]
     except (OeeInputError, CalendarError) as err:
         raise Invalid(f"the stored data cannot be evaluated: {err}", field="asset_id") from None
+    results = segments.assemble(fr, parts)  # a site's lines summed per bucket (rollup)
     combined = asset["level"] in COMBINED
     extra = cal.flags + (("combined_lines",) if combined else ())
-    whole = _figures([rollup([b.result for b in bs]) for bs in per_member], combined, extra)
+    whole = OeeFigures(**_values(rollup([b.result for b in results]), combined, extra))
     buckets = []
     if bucket != "none":
-        for i, first in enumerate(per_member[0]):
-            results = [bs[i].result for bs in per_member]
-            label = _shift_label(windows, first) if bucket == "shift" else None
-            figures = _figures(results, combined, extra)
-            buckets.append(
-                OeeBucket(**figures.model_dump(), start=first.start, end=first.end, shift=label)
-            )
+        for b in results:
+            label = _shift_label(windows, b) if bucket == "shift" else None
+            values = _values(b.result, combined, extra)
+            buckets.append(OeeBucket(**values, start=b.start, end=b.end, shift=label))
     return OeeResponse(
         asset_id=asset_id,
         asset_path=asset["path"],
@@ -192,63 +195,108 @@ def _calendar(
     return _Calendar(tz, zone, windows, tuple(flags))
 
 
-def _input(
+def _member(
     session: Session,
     machine: dict[str, Any],
+    fr: segments.Frame,
     *,
     start: datetime,
     end: datetime,
-    cal: _Calendar,
-    now: datetime,
-) -> OeeInput:
-    """The calculation's input for one machine (its path gives the planned downtime)."""
+) -> segments.MachineSums:
+    """One machine's sums per bucket, made by the database (see api/oee/segments.py)."""
     machine_id = int(machine["id"])
-    downtime = repo.planned_downtime(session, machine["path"], start=start, end=end)
-    states = repo.state_intervals(session, machine_id, start=start, end=end)
-    counts = repo.counts_per_minute(session, machine_id, start=start, end=end)
-    products = sorted({c["product"] for c in counts if c["product"] is not None})
     classes = dict(DEFAULT_STATE_CLASSES)
     classes.update({s: LossClass(c) for s, c in repo.loss_classes(session, machine_id).items()})
-    return OeeInput(
-        window=TimeRange(start, end),
-        shifts=None if cal.windows is None else [TimeRange(w.start, w.end) for w in cal.windows],
-        planned_downtime=[
-            PlannedDowntime(d["start_time"], d["end_time"], d["category"]) for d in downtime
-        ],
-        states=[
-            StateInterval(
-                s["start_time"], s["end_time"], s["state"], s["reason"], s["planned"], s["category"]
-            )
-            for s in states
-        ],
-        counts=[
-            ProductionCount(
-                c["time"], int(c["total"]), int(c["good"]), int(c["reject"]), c["product"]
-            )
-            for c in counts
-        ],
-        ideal_cycle_s=repo.ideal_cycles(session, machine_id, products),
-        state_classes=classes,
-        micro_stop_s=repo.micro_stop_s(session, machine_id),
-        now=now,
+    micro_s = _checked_micro(repo.micro_stop_s(session, machine_id))
+    excluded = repo.excluded_spans(
+        session,
+        asset_id=machine_id,
+        path=machine["path"],
+        start=start,
+        end=end,
+        open_end=fr.open_end,
+        planned_states=sorted(s for s, c in classes.items() if c is LossClass.PLANNED_DOWN),
+        running_states=sorted(s for s, c in classes.items() if c is LossClass.RUNNING),
     )
+    p = segments.plan(fr, excluded)
+    arrays = repo.segments_sql(p.bounds, p.inside, p.bucket)
+    rows = repo.state_sums(
+        session,
+        asset_id=machine_id,
+        segments=arrays,
+        start=start,
+        end=end,
+        window=(fr.lo, fr.hi, fr.open_end),
+        threshold_us=segments.threshold_us(micro_s),
+    )
+    states, notes = segments.state_sums(rows, classes)
+    counts = _count_sums(session, machine_id, arrays, fr, start=start, end=end)
+    cycles = _cycles(session, machine_id, counts)
+    return segments.MachineSums(p, states, counts, cycles, notes)
 
 
-def _figures(results: list[OeeResult], combined: bool, extra: tuple[str, ...]) -> OeeFigures:
-    """The response figures of one range: one result, or a site's lines combined."""
-    total = rollup(results)
+def _count_sums(
+    session: Session,
+    machine_id: int,
+    arrays: repo.Segments,
+    fr: segments.Frame,
+    *,
+    start: datetime,
+    end: datetime,
+) -> list[segments.CountSum]:
+    rows = repo.count_sums(
+        session,
+        asset_id=machine_id,
+        segments=arrays,
+        start=start,
+        end=end,
+        lo=fr.lo,
+        whole_hours=_whole_hours(start, end),
+    )
+    return [
+        segments.CountSum(int(b), bool(i), product, int(t), int(g), int(r))
+        for b, i, product, t, g, r in rows
+    ]
+
+
+def _checked_micro(seconds: float) -> float:
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise OeeInputError(f"micro_stop_s must be >= 0, got {seconds!r}")
+    return seconds
+
+
+def _cycles(
+    session: Session, machine_id: int, counts: list[segments.CountSum]
+) -> dict[str | None, float | None]:
+    """Ideal cycle time of each product counted (None: unknown), checked as OeeInput does."""
+    products = sorted({c.product for c in counts if c.product is not None})
+    known = repo.ideal_cycles(session, machine_id, products)
+    check_ideal_cycles(known)
+    return {None: None, **{p: known.get(p) for p in products}}
+
+
+def _whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The whole UTC hours inside [start, end) as [h0, h1) (h0 = h1 = end when none)."""
+    h0 = start.replace(minute=0, second=0, microsecond=0)
+    if h0 < start:
+        h0 += timedelta(hours=1)
+    h1 = end.replace(minute=0, second=0, microsecond=0)
+    return (h0, h1) if h0 < h1 else (end, end)
+
+
+def _values(total: OeeResult, combined: bool, extra: tuple[str, ...]) -> dict[str, Any]:
+    """The response figures of one range: one machine's, or a site's lines summed."""
     values = total.as_dict()
-    values["flags"] = sorted({*total.flags, *extra})
+    values["flags"] = sorted({*values["flags"], *extra})
     values["losses"] = Losses(
-        availability_s=total.availability_loss_s,
-        performance_s=total.performance_loss_s,
-        quality_s=total.quality_loss_s,
+        availability_s=values["availability_loss_s"],
+        performance_s=values["performance_loss_s"],
+        quality_s=values["quality_loss_s"],
     )
     if combined:
-        site = combine_site(results)
+        # combine_site's rule: OEE and TEEP of the sum, which ``values`` already holds.
         values.update(availability=None, performance=None, quality=None)
-        values.update(oee=site.oee, teep=site.teep)
-    return OeeFigures(**values)
+    return values
 
 
 def _shift_label(windows: list[ShiftWindow], bucket: BucketResult) -> str | None:

@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, get_args
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from api.calendar import Bucket, Shift, bucket_edges, shift_windows
 from api.errors import NAIVE_TIMESTAMP
+from api.oee import service
+from api.oee.calc import (
+    OeeInput,
+    OeeResult,
+    PlannedDowntime,
+    ProductionCount,
+    StateInterval,
+    TimeRange,
+    compute_buckets,
+    rollup,
+)
+from ingest import migrate
+from tests.api.helpers import insert_asset
 
 Headers = dict[str, dict[str, str]]
 URL = "/api/v1/oee"
@@ -244,3 +262,355 @@ def test_viewer_allowed_no_key_401(
     }
     assert api_client.get(URL, params=params, headers=role_headers["viewer"]).status_code == 200
     assert api_client.get(URL, params=params).status_code == 401
+
+
+# ---------------------------------------------------------------------------------------
+# The database path (api/oee/segments.py + repository sums + the hourly rollup) gives the
+# very figures of the pure core (api.oee.calc.compute_buckets) on the same rows.
+
+ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata")  # Kolkata: +05:30
+DAYS = (date(2026, 3, 8), date(2026, 3, 29), date(2026, 6, 15), date(2026, 10, 25))
+STATE_NAMES = ("running", "running", "running", "idle", "faulted", "changeover", "odd")
+PLANNED_CODE, UNPLANNED_CODE = "OEE-T-PLN", "OEE-T-UNP"
+FIGURES = (
+    *("calendar_s", "scheduled_s", "planned_s", "run_s", "down_s", "micro_stop_s"),
+    *("no_data_s", "outside_run_s", "total", "good", "reject", "outside_total"),
+    *("micro_stops", "failures", "ideal_time_s", "good_ideal_time_s", "availability"),
+    *("performance", "quality", "count_quality", "oee", "teep", "mtbf_s", "mttr_s"),
+)
+StateRow = tuple[int, int | None, str, str | None]  # start, end (None: open), state, code
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One example: a site's calendar and a machine's rows; times in s from the start."""
+
+    zone: str
+    start: datetime
+    length_s: int
+    now_s: int | None  # the window cut at now, or None (now is far after it)
+    bucket: Bucket
+    shifts: tuple[tuple[int, int, int], ...] | None  # (weekday, start minute, minutes)
+    downtime: tuple[tuple[int, int], ...]
+    states: tuple[StateRow, ...]
+    counts: tuple[tuple[int, int, int, int], ...]  # time, good, reject, product (-1: none)
+    cycles: tuple[float | None, ...]  # per product: the machine's ideal cycle time
+    micro_stop_s: float
+
+    def at(self, seconds: float) -> datetime:
+        """The instant ``seconds`` after the window start."""
+        return self.start + timedelta(seconds=seconds)
+
+
+@st.composite
+def _state_rows(draw: st.DrawFn, length_s: int) -> tuple[StateRow, ...]:
+    """Contiguous intervals (a few gaps) from before the window to after it; codes planned
+    or not; the last one may stay open."""
+    t = -draw(st.integers(0, 7_200))
+    states: list[StateRow] = []
+    durations = st.sampled_from([1, 45, 59, 61, 600, 1_800, 7_200]) | st.integers(1, 14_400)
+    while t < length_s + 3_600 and len(states) < 40:
+        t += draw(st.sampled_from([0, 0, 0, 0, 30]))
+        duration = draw(durations)
+        code = draw(st.sampled_from([None, None, PLANNED_CODE, UNPLANNED_CODE]))
+        states.append((t, t + duration, draw(st.sampled_from(STATE_NAMES)), code))
+        t += duration
+    open_last: bool = draw(st.booleans())
+    if states and open_last:
+        states[-1] = (states[-1][0], None, states[-1][2], states[-1][3])
+    return tuple(states)
+
+
+@st.composite
+def _rows(draw: st.DrawFn) -> Rows:
+    zone = draw(st.sampled_from(ZONES))
+    day = datetime.combine(draw(st.sampled_from(DAYS)), datetime.min.time(), ZoneInfo(zone))
+    start = day.astimezone(UTC) + timedelta(seconds=draw(st.integers(-43_200, 129_600)))
+    length_s = draw(st.sampled_from([3_600, 86_400, 3 * 86_400]) | st.integers(60, 3 * 86_400))
+    states = draw(_state_rows(length_s))
+    product = st.integers(-1, 2)
+    when = st.integers(-3_600, length_s + 3_600) | st.integers(0, length_s // 60).map(
+        lambda m: m * 60
+    )
+    counts = draw(
+        st.lists(st.tuples(when, st.integers(0, 500), st.integers(0, 20), product), max_size=60)
+    )
+    return Rows(
+        zone=zone,
+        start=start,
+        length_s=length_s,
+        now_s=draw(st.none() | st.integers(0, length_s)),
+        bucket=draw(st.sampled_from(get_args(Bucket))),
+        shifts=draw(
+            st.none()
+            | st.lists(
+                st.tuples(
+                    st.integers(0, 6),
+                    st.integers(0, 95).map(lambda q: q * 15),
+                    st.integers(30, 1_440),
+                ),
+                min_size=1,
+                max_size=3,
+            ).map(tuple)
+        ),
+        downtime=tuple(
+            draw(
+                st.lists(st.tuples(st.integers(-600, length_s), st.integers(60, 7_200)), max_size=3)
+            )
+        ),
+        states=states,
+        counts=tuple(counts),
+        cycles=tuple(
+            draw(
+                st.lists(
+                    st.none() | st.floats(0.1, 9.0).map(lambda v: round(v, 3)),
+                    min_size=3,
+                    max_size=3,
+                )
+            )
+        ),
+        micro_stop_s=draw(st.sampled_from([0.0, 60.0, 120.5])),
+    )
+
+
+def _insert_rows(s: Session, rows: Rows) -> tuple[int, list[str]]:
+    """The example's site, calendar, machine and rows; returns the machine id and products."""
+    tag = uuid.uuid4().hex[:8]
+    site_row = s.execute(
+        text(
+            "INSERT INTO assets (name, level, path, timezone) VALUES (:n, 'site', :n, :tz)"
+            " RETURNING id, path"
+        ),
+        {"n": f"eq-{tag}", "tz": rows.zone},
+    )
+    site = dict(site_row.mappings().one())
+    area = insert_asset(s, name="a", level="area", parent=site)
+    line = insert_asset(s, name="l", level="line", parent=area)
+    machine = insert_asset(s, name="m", level="machine", parent=line)
+    for weekday, minute, minutes in rows.shifts or ():
+        s.execute(
+            text(
+                "INSERT INTO shifts (site_id, name, weekday, start_local, duration) VALUES"
+                " (:s, 'shift', :w, make_time(:m / 60, :m % 60, 0), make_interval(mins => :d))"
+            ),
+            {"s": site["id"], "w": weekday, "m": minute, "d": minutes},
+        )
+    for i, (a, length) in enumerate(rows.downtime):
+        s.execute(
+            text(
+                "INSERT INTO planned_downtime (asset_id, category, start_time, end_time)"
+                " VALUES (:a, 'break', :s, :e)"
+            ),
+            {"a": (machine, line)[i % 2]["id"], "s": rows.at(a), "e": rows.at(a + length)},
+        )
+    s.execute(
+        text("INSERT INTO machine_settings (asset_id, micro_stop_s) VALUES (:a, :m)"),
+        {"a": machine["id"], "m": rows.micro_stop_s},
+    )
+    if rows.states:
+        s.execute(
+            text(
+                "INSERT INTO state_intervals (asset_id, start_time, end_time, state, code)"
+                " VALUES (:a, :s, :e, :st, :c)"
+            ),
+            [
+                {"a": machine["id"], "s": rows.at(a), "e": None if b is None else rows.at(b)}
+                | {"st": state, "c": code}
+                for a, b, state, code in rows.states
+            ],
+        )
+    products = [f"EQ-{tag}-{i}" for i in range(len(rows.cycles))]
+    for code, cycle in zip(products, rows.cycles, strict=True):
+        s.execute(
+            text("INSERT INTO products (code, ideal_cycle_s) VALUES (:c, :s)"),
+            {"c": code, "s": cycle},
+        )
+    if rows.counts:
+        s.execute(
+            text(
+                "INSERT INTO production_counts (asset_id, time, total, good, reject, product)"
+                " VALUES (:a, :t, :tot, :g, :r, :p)"
+            ),
+            [
+                {"a": machine["id"], "t": rows.at(t), "tot": g + r, "g": g, "r": r}
+                | {"p": products[p] if p >= 0 else None}
+                for t, g, r, p in rows.counts
+            ],
+        )
+    s.commit()
+    return int(machine["id"]), products
+
+
+def _reference(rows: Rows, products: list[str], now: datetime) -> tuple[OeeResult, list[Any]]:
+    """compute_buckets on the example's rows, counts at their minute (as the API reads them)."""
+    end = rows.at(rows.length_s)
+    tz = ZoneInfo(rows.zone)
+    windows = None
+    if rows.shifts is not None:
+        shifts = [
+            Shift("shift", w, time(m // 60, m % 60), timedelta(minutes=d))
+            for w, m, d in rows.shifts
+        ]
+        windows = shift_windows(shifts, tz=tz, start=rows.start, end=end)
+    counts = []
+    for t, g, r, p in rows.counts:
+        at = rows.at(t)
+        if rows.start <= at < end:
+            minute = max(at.replace(second=0, microsecond=0), rows.start)
+            counts.append(ProductionCount(minute, g + r, g, r, products[p] if p >= 0 else None))
+    inp = OeeInput(
+        window=TimeRange(rows.start, end),
+        shifts=None if windows is None else [TimeRange(w.start, w.end) for w in windows],
+        planned_downtime=[PlannedDowntime(rows.at(a), rows.at(a + n)) for a, n in rows.downtime],
+        states=[
+            StateInterval(
+                rows.at(a), None if b is None else rows.at(b), st_, planned=c == PLANNED_CODE
+            )
+            for a, b, st_, c in rows.states
+            if a < rows.length_s and (b is None or b > 0)  # what the API reads: overlapping
+        ],
+        counts=counts,
+        ideal_cycle_s={p: c for p, c in zip(products, rows.cycles, strict=True) if c},
+        micro_stop_s=rows.micro_stop_s,
+        now=now,
+    )
+    edges = bucket_edges(rows.bucket, tz=tz, start=rows.start, end=end, windows=windows or [])
+    buckets = compute_buckets(inp, edges)
+    return rollup([b.result for b in buckets]), buckets
+
+
+def _same(got: dict[str, Any], want: OeeResult, where: str) -> None:
+    expected = want.as_dict()
+    for name in FIGURES:
+        assert got[name] == expected[name], (where, name, got[name], expected[name])
+    assert set(expected["flags"]) <= set(got["flags"]), (where, got["flags"], expected["flags"])
+
+
+@pytest.fixture(scope="module")
+def reasons(db_session: Session) -> None:
+    """A planned and an unplanned downtime reason for the examples' state codes."""
+    db_session.execute(
+        text(
+            "INSERT INTO downtime_reasons (code, reason, category, planned) VALUES"
+            " (:p, 'planned stop', 'planned', true), (:u, 'jam', 'breakdown', false)"
+            " ON CONFLICT (code) DO NOTHING"
+        ),
+        {"p": PLANNED_CODE, "u": UNPLANNED_CODE},
+    )
+    db_session.commit()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rows=_rows())
+def test_database_path_equals_the_pure_core(db_session: Session, reasons: None, rows: Rows) -> None:
+    machine_id, products = _insert_rows(db_session, rows)
+    now = rows.at(rows.now_s) if rows.now_s is not None else datetime.now(UTC)
+    want_whole, want = _reference(rows, products, now)
+    got = service.oee(
+        db_session,
+        asset_id=machine_id,
+        start=rows.start,
+        end=rows.at(rows.length_s),
+        bucket=rows.bucket,
+        max_range_days=366,
+        now=now,
+    )
+    db_session.rollback()
+    _same(got.whole.model_dump(), want_whole, "whole")
+    if rows.bucket == "none":
+        assert got.buckets == []
+        return
+    assert [(b.start, b.end) for b in got.buckets] == [(b.start, b.end) for b in want]
+    for g, w in zip(got.buckets, want, strict=True):
+        _same(g.model_dump(), w.result, f"bucket {w.start}")
+
+
+# ---------------------------------------------------------------------------------------
+# production_counts_1h stays the exact sum of production_counts (migration 8's triggers).
+
+ROLLUP_CHECK = """
+SELECT asset_id, bucket, product, sum(t), sum(g), sum(r), min(m), max(m),
+       bit_or(1::bigint << m), (array_agg(t ORDER BY m))[1], (array_agg(g ORDER BY m))[1],
+       (array_agg(r ORDER BY m))[1]
+FROM (SELECT asset_id, date_bin('1 hour', time, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS bucket,
+             product, extract(minute FROM time AT TIME ZONE 'UTC')::smallint AS m,
+             sum(total) AS t, sum(good) AS g, sum(reject) AS r
+      FROM production_counts GROUP BY 1, 2, 3, 4) per_minute
+GROUP BY 1, 2, 3
+"""
+ROLLUP = (
+    "SELECT asset_id, bucket, product, total, good, reject, first_minute, last_minute,"
+    " minutes, first_total, first_good, first_reject FROM production_counts_1h"
+)
+
+
+def _rollup_matches(conn: psycopg.Connection[Any]) -> None:
+    want = sorted(conn.execute(ROLLUP_CHECK).fetchall(), key=repr)
+    got = sorted(conn.execute(ROLLUP).fetchall(), key=repr)
+    assert got == want
+
+
+def test_hourly_rollup_follows_every_change(pg_url: str) -> None:
+    migrate.upgrade(pg_url)
+    t0 = datetime(2026, 3, 2, 6, tzinfo=UTC)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        ids = [
+            conn.execute(
+                "INSERT INTO assets (name, level, path) VALUES (%s, 'machine', %s) RETURNING id",
+                (name, name),
+            ).fetchone()[0]  # type: ignore[index]
+            for name in ("m1", "m2")
+        ]
+        rows = [
+            (
+                ids[i % 2],
+                t0 + timedelta(seconds=37 * i),
+                3,
+                3 - i % 2,
+                i % 2,
+                ("A", None)[i % 3 == 0],
+            )
+            for i in range(400)
+        ]
+        conn.cursor().executemany(
+            "INSERT INTO production_counts (asset_id, time, total, good, reject, product)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            rows[:100],
+        )
+        with conn.cursor().copy(
+            "COPY production_counts (asset_id, time, total, good, reject, product) FROM STDIN"
+        ) as copy:
+            for row in rows[100:]:
+                copy.write_row(row)
+        _rollup_matches(conn)
+        assert conn.execute("SELECT count(*) FROM production_counts_1h").fetchone() == (20,)
+        # Late rows in an hour already summed (its first count at 07:01:03): in its first
+        # minute, in an earlier one, in a later one; and in an hour of its own.
+        for seconds in (3_710, 3_610, 5_400, -3_540):
+            conn.execute(
+                "INSERT INTO production_counts (asset_id, time, total, good, reject, product)"
+                " VALUES (%s, %s, 5, 4, 1, NULL)",
+                (ids[1], t0 + timedelta(seconds=seconds)),
+            )
+            _rollup_matches(conn)
+        conn.execute(
+            "UPDATE production_counts SET total = 9, good = 9, reject = 0 WHERE total = 3"
+            " AND time < %s",
+            (t0 + timedelta(hours=1),),
+        )
+        conn.execute(
+            "UPDATE production_counts SET time = time + interval '3 hours'"
+            " WHERE asset_id = %s AND time < %s",
+            (ids[1], t0 + timedelta(minutes=30)),
+        )
+        conn.execute(
+            "DELETE FROM production_counts WHERE product IS NULL AND time > %s",
+            (t0 + timedelta(hours=2),),
+        )
+        _rollup_matches(conn)
+        conn.execute("DELETE FROM assets WHERE id = %s", (ids[1],))  # cascades to its counts
+        _rollup_matches(conn)
+        conn.execute("TRUNCATE production_counts")
+        assert conn.execute("SELECT count(*) FROM production_counts_1h").fetchone() == (0,)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -12,6 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.oee import (
+    DEFAULT_STATE_CLASSES,
+    CycleCount,
     LossClass,
     OeeInput,
     OeeInputError,
@@ -24,7 +28,10 @@ from api.oee import (
     compute_buckets,
     compute_oee,
     rollup,
+    segments,
 )
+from api.oee.calc import _normalise_states, _prepare, _Prepared, window_limits
+from api.oee.timeline import to_us
 
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
@@ -461,3 +468,114 @@ def test_properties_of_every_result(case: tuple[OeeInput, list[datetime]]) -> No
             assert oee == pytest.approx(a * p * q, rel=1e-9)  # type: ignore[operator]
         if r.planned_us == 0:
             assert (a, oee, r.teep) == (None, None, None)
+
+
+# ---------------------------------------------------------------------------------------
+# api/oee/segments.py: the window cut for the database, and results assembled from sums.
+
+
+def _segment_case(inp: OeeInput, edges: list[datetime]) -> tuple[segments.Plan, _Prepared]:
+    """The plan the service makes for ``inp`` (planned stops as the database gives them)."""
+    prepared = _prepare(inp)
+    open_end = window_limits(inp.window, inp.now)[2]
+    stops = [
+        (s, e)
+        for s, e, cls in _normalise_states(inp, open_end, set())
+        if cls is LossClass.PLANNED_DOWN
+    ]
+    downtime = [(to_us(d.start), to_us(d.end)) for d in inp.planned_downtime]
+    fr = segments.frame(inp.window, shifts=inp.shifts, edges=edges, now=inp.now)
+    return segments.plan(fr, downtime + stops), prepared
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_segments_cut_at_every_bucket_edge_and_planned_edge(
+    case: tuple[OeeInput, list[datetime]],
+) -> None:
+    inp, edges = case
+    p, prepared = _segment_case(inp, edges)
+    assert p.planned.spans == prepared.planned.spans
+    if not p.bounds:
+        assert prepared.hi == prepared.lo
+        return
+    assert (p.bounds[0], p.bounds[-1]) == (prepared.lo, prepared.hi)
+    assert all(a < b for a, b in pairwise(p.bounds))
+    for k, (a, b) in enumerate(pairwise(p.bounds)):
+        # Planned or not, and the bucket, hold over the whole segment.
+        assert p.planned.covered(a, b) == (b - a if p.inside[k] else 0)
+        i = p.bucket[k]
+        assert p.frame.point_us[i] <= a and b <= p.frame.point_us[i + 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(scenarios())
+def test_segments_assemble_what_compute_buckets_gives(
+    case: tuple[OeeInput, list[datetime]],
+) -> None:
+    """Sums made here from the pure core's pieces, as the database makes them: the same
+    results, bucket by bucket (tests/api/test_oee_api.py holds the database to it)."""
+    inp, edges = case
+    p, prepared = _segment_case(inp, edges)
+    fr = p.frame
+    sums: dict[int, segments.StateSums] = {}
+    counts = []
+    for i, (a, b) in enumerate(pairwise(fr.point_us)):
+        lo, hi = max(a, fr.lo), max(min(b, fr.hi), max(a, fr.lo))
+        between = [t for t in prepared.failure_at if lo <= t < hi]
+        micro_at = [t for t in prepared.micro_at if lo <= t < hi]
+        sums[i] = segments.StateSums(
+            run_us=prepared.run.covered(lo, hi),
+            micro_us=prepared.micro.covered(lo, hi),
+            down_us=prepared.down.covered(lo, hi),
+            outside_run_us=prepared.outside_run.covered(lo, hi),
+            failures=len(between),
+            micro_stops=len(micro_at),
+        )
+        for c in inp.counts:
+            if lo <= to_us(c.time) < hi:
+                inside = prepared.planned.contains(to_us(c.time))
+                counts.append(segments.CountSum(i, inside, c.product, c.total, c.good, c.reject))
+    cycles = {k: inp.cycle_of(k) for k in ("A", "B", None)}
+    machine = segments.MachineSums(p, sums, counts, cycles, prepared.notes)
+    assert segments.assemble(fr, [machine]) == compute_buckets(inp, edges)
+    # Two machines: what rollup gives for theirs, bucket by bucket.
+    twice = segments.assemble(fr, [machine, machine])
+    assert [b.result for b in twice] == [
+        rollup([b.result] * 2) for b in compute_buckets(inp, edges)
+    ]
+
+
+def test_segment_rows_of_the_database_become_state_sums() -> None:
+    rows = [
+        (0, True, "running", False, 100, 1),
+        (0, True, "faulted", True, 7, 2),  # micro-stops
+        (0, True, "faulted", False, 50, 1),
+        (0, False, "running", True, 30, 1),  # outside planned time
+        (0, False, "changeover", False, 40, 1),  # a planned stop: nothing
+        (1, True, "odd", False, 5, 1),  # unknown: a stop, noted
+        (None, None, "idle", None, None, None),  # no time in the window
+    ]
+    sums, notes = segments.state_sums(rows, DEFAULT_STATE_CLASSES)
+    assert sums[0] == segments.StateSums(100, 7, 50, 30, 1, 2)
+    assert sums[1] == segments.StateSums(0, 0, 5, 0, 1, 0)
+    assert notes == ("unmapped_state",)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.none() | st.floats(0.001, 1e4) | st.integers(1, 100),
+            st.integers(0, 10**9),
+            st.integers(0, 10**9),
+        ),
+        max_size=150,
+    )
+)
+def test_ideal_time_is_the_exact_fraction_sum(mix: list[tuple[float | None, int, int]]) -> None:
+    r = OeeResult(cycle_mix=tuple(CycleCount(c, t + g, g) for c, t, g in mix))
+    want = None
+    if all(c is not None for c, _, _ in mix):
+        want = sum((Fraction(c) * (t + g) for c, t, g in mix), Fraction(0))  # type: ignore[arg-type]
+    assert r._ideal(good_only=False) == want
+    assert r.ideal_time_s == (None if want is None else float(want))

@@ -41,6 +41,7 @@ CORE_TABLES = {
     "shift_exceptions",  # migration 6 (api/oee)
     "state_loss_classes",
     "machine_settings",
+    "production_counts_1h",  # migration 8 (api/oee)
 }
 PLAIN_ONLY = {
     "samples_1m",

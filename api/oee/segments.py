@@ -1,0 +1,252 @@
+"""OEE by bucket from sums the database makes: the window cut into segments (pure).
+
+:func:`api.oee.calc.compute_buckets` takes every state interval and count row into Python;
+a year of per-minute counts and tens of thousands of intervals take seconds that way. Here
+the window is cut at every bucket edge and every edge of planned production time into
+*segments*: inside one, the bucket and whether the time is planned do not change. So the
+database can sum, per bucket, the pieces of the states and the counts (see
+``api/oee/repository.py``) from three arrays: the segments' bounds, whether each is
+planned, and its bucket. :func:`assemble` turns those sums into the OeeResults
+compute_buckets gives for the same rows: the same rules, the same integers (the tests
+hold the two equal).
+
+The database needs to know of a state only whether it is running and its whole length
+(micro-stops): a planned stop's time lies outside planned production time by
+construction, so summing it like any stop adds nothing. The planned stops themselves
+come first, with the planned downtime, as the spans :func:`plan` takes out of the
+schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import pairwise
+from typing import Any, NamedTuple
+
+from api.oee.calc import (
+    BucketResult,
+    CycleCount,
+    LossClass,
+    OeeResult,
+    TimeRange,
+    bucket_points,
+    merge_mix,
+    window_limits,
+)
+from api.oee.timeline import US_PER_S, Span, SpanIndex, subtract, to_us, union
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """What every machine of one request shares: the window, its buckets, the schedule."""
+
+    lo: int  # the window in microseconds, cut at now
+    hi: int
+    open_end: int  # where an open state interval ends
+    points: list[datetime]  # bucket bounds: the window's start, the edges inside, its end
+    point_us: list[int]
+    scheduled: SpanIndex
+
+
+def frame(
+    window: TimeRange,
+    *,
+    shifts: Sequence[TimeRange] | None,
+    edges: Sequence[datetime],
+    now: datetime | None,
+) -> Frame:
+    """The window, its buckets (as :func:`compute_buckets` cuts them) and scheduled time."""
+    points = bucket_points(window, edges)
+    lo, hi, open_end = window_limits(window, now)
+    if shifts is None:
+        scheduled = [(lo, hi)] if hi > lo else []
+    else:
+        scheduled = SpanIndex(union((to_us(s.start), to_us(s.end)) for s in shifts)).clip(lo, hi)
+    return Frame(lo, hi, open_end, points, [to_us(p) for p in points], SpanIndex(scheduled))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One machine's segments: bounds (µs, ``lo`` to ``hi``), planned or not, bucket."""
+
+    frame: Frame
+    planned: SpanIndex
+    bounds: list[int]  # empty when the window has no time left (hi == lo)
+    inside: list[bool]  # per segment: planned production time
+    bucket: list[int]  # per segment: index into the frame's buckets
+
+
+def plan(fr: Frame, excluded: Iterable[Span]) -> Plan:
+    """Segments of one machine: ``excluded`` (planned downtime and planned stops) is taken
+    out of the scheduled time to give planned production time."""
+    planned = SpanIndex(subtract(fr.scheduled.spans, union(excluded)))
+    if fr.hi <= fr.lo:
+        return Plan(fr, planned, [], [], [])
+    cuts = {fr.lo, fr.hi, *(t for t in fr.point_us if fr.lo < t < fr.hi)}
+    cuts.update(t for span in planned.spans for t in span)
+    bounds = sorted(cuts)
+    return Plan(fr, planned, bounds, *_walk(bounds, planned.spans, fr.point_us))
+
+
+def _walk(bounds: list[int], spans: list[Span], points: list[int]) -> tuple[list[bool], list[int]]:
+    """Per segment, planned or not and its bucket: one walk, all three being sorted."""
+    inside, bucket = [], []
+    ends = [b for _, b in spans] + [_FAR]  # a sentinel span that never starts
+    starts = [a for a, _ in spans] + [_FAR]
+    nexts = [*points[1:], _FAR]
+    j = i = 0
+    for t in bounds[:-1]:
+        while ends[j] <= t:
+            j += 1
+        inside.append(starts[j] <= t)
+        while nexts[i] <= t:
+            i += 1
+        bucket.append(i)
+    return inside, bucket
+
+
+_FAR = 2**63
+
+
+@dataclass(frozen=True, slots=True)
+class StateSums:
+    """What the states add to one bucket (microseconds, counts)."""
+
+    run_us: int = 0  # running inside planned production time (micro-stops apart)
+    micro_us: int = 0  # stops shorter than the threshold, inside planned time
+    down_us: int = 0  # the other stops inside planned time
+    outside_run_us: int = 0  # running outside planned time
+    failures: int = 0
+    micro_stops: int = 0
+
+
+def state_sums(
+    rows: Iterable[tuple[Any, ...]], classes: Mapping[str, LossClass]
+) -> tuple[dict[int, StateSums], tuple[str, ...]]:
+    """Per bucket, the sums of the rows the database gives: (bucket, inside planned time,
+    state, micro-stop or not, µs, first pieces); bucket None: a state with no time in the
+    window. A state not running is a stop whatever its class (a planned stop's time is out
+    of planned production time by construction); unknown states are noted."""
+    acc: dict[int, list[int]] = {}
+    unmapped = False
+    for bucket, inside, state, micro, length, firsts in rows:
+        cls = classes.get(state)
+        unmapped = unmapped or cls is None
+        if bucket is None:
+            continue
+        sums = acc.setdefault(bucket, [0, 0, 0, 0, 0, 0])
+        if cls is LossClass.RUNNING:
+            sums[0 if inside else 3] += length
+        elif inside:
+            sums[1 if micro else 2] += length
+            sums[5 if micro else 4] += firsts
+    notes = ("unmapped_state",) if unmapped else ()
+    return {b: StateSums(*v) for b, v in acc.items()}, notes
+
+
+class CountSum(NamedTuple):
+    """Counts of one product in one bucket, inside planned time or not."""
+
+    bucket: int
+    inside: bool
+    product: str | None
+    total: int
+    good: int
+    reject: int
+
+
+@dataclass(frozen=True, slots=True)
+class MachineSums:
+    """What the database summed for one machine, and what reads them."""
+
+    plan: Plan
+    states: Mapping[int, StateSums]
+    counts: Sequence[CountSum]
+    cycle_of: Mapping[str | None, float | None]  # product -> ideal cycle time (None: unknown)
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """Sums of one bucket over the machines."""
+
+    planned_us: int = 0
+    run_us: int = 0
+    micro_us: int = 0
+    down_us: int = 0
+    outside_run_us: int = 0
+    failures: int = 0
+    micro_stops: int = 0
+    counts: list[int] = field(default_factory=lambda: [0] * 6)  # total, good, reject x2
+    mix: dict[float | None, list[int]] = field(default_factory=dict)  # ict -> total, good
+
+
+def assemble(fr: Frame, machines: Sequence[MachineSums]) -> list[BucketResult]:
+    """One result per bucket, the sum of the machines': for one machine what
+    :func:`compute_buckets` gives for its rows, for several what :func:`rollup` gives for
+    theirs (a site's lines)."""
+    ranges = [(max(a, fr.lo), max(min(b, fr.hi), max(a, fr.lo))) for a, b in pairwise(fr.point_us)]
+    acc = [_Bucket() for _ in ranges]
+    for m in machines:
+        _add(acc, ranges, m)
+    notes = tuple(sorted({n for m in machines for n in m.notes}))
+    out = []
+    for i, ((lo, hi), b) in enumerate(zip(ranges, acc, strict=True)):
+        n = len(machines)  # each machine has the window's calendar and schedule
+        result = _result(b, n * (hi - lo), n * fr.scheduled.covered(lo, hi), notes)
+        out.append(BucketResult(fr.points[i], fr.points[i + 1], result))
+    return out
+
+
+def _add(acc: list[_Bucket], ranges: list[tuple[int, int]], m: MachineSums) -> None:
+    for b, (lo, hi) in zip(acc, ranges, strict=True):
+        b.planned_us += m.plan.planned.covered(lo, hi)
+    for i, s in m.states.items():
+        b = acc[i]
+        b.run_us += s.run_us
+        b.micro_us += s.micro_us
+        b.down_us += s.down_us
+        b.outside_run_us += s.outside_run_us
+        b.failures += s.failures
+        b.micro_stops += s.micro_stops
+    for c in m.counts:
+        b = acc[c.bucket]
+        k = 0 if c.inside else 3
+        b.counts[k] += c.total
+        b.counts[k + 1] += c.good
+        b.counts[k + 2] += c.reject
+        if c.inside:
+            sums = b.mix.setdefault(m.cycle_of.get(c.product), [0, 0])
+            sums[0] += c.total
+            sums[1] += c.good
+
+
+def _result(b: _Bucket, calendar_us: int, scheduled_us: int, notes: tuple[str, ...]) -> OeeResult:
+    no_data = b.planned_us - b.run_us - b.micro_us - b.down_us
+    return OeeResult(
+        calendar_us=calendar_us,
+        scheduled_us=scheduled_us,
+        planned_us=b.planned_us,
+        run_us=b.run_us + b.micro_us,
+        down_us=b.down_us + no_data,
+        micro_stop_us=b.micro_us,
+        no_data_us=no_data,
+        outside_run_us=b.outside_run_us,
+        total=b.counts[0],
+        good=b.counts[1],
+        reject=b.counts[2],
+        outside_total=b.counts[3],
+        outside_good=b.counts[4],
+        outside_reject=b.counts[5],
+        micro_stops=b.micro_stops,
+        failures=b.failures,
+        cycle_mix=merge_mix(CycleCount(k, t, g) for k, (t, g) in b.mix.items()),
+        notes=notes,
+    )
+
+
+def threshold_us(micro_stop_s: float) -> int:
+    """The micro-stop threshold in microseconds, rounded as the calculation rounds it."""
+    return round(micro_stop_s * US_PER_S)

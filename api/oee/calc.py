@@ -28,7 +28,9 @@ nothing here touches a database or HTTP. Rules (DESIGN.md "Domain rules", ISO 22
 * MTBF = run / failures; MTTR = unplanned stop time (gaps excluded) / failures. A stop is
   counted in the bucket holding its first second of planned production time.
 * Any ratio with a zero denominator is None. Performance above 100 % is reported as is and
-  flagged ``performance_over_100``: the ideal cycle time is wrong.
+  flagged ``performance_over_100``: the ideal cycle time is wrong. Parts counted in planned
+  time without any run time (the state mapping or the counters are wrong) make P None and
+  carry both ``performance_over_100`` and ``parts_without_run_time``.
 
 Durations are integer microseconds and ideal times exact fractions until a ratio or a
 ``*_s`` property is read, so bucket results add up exactly to the whole.
@@ -440,6 +442,10 @@ class OeeResult:
         perf = self.performance
         if perf is not None and perf > 1:
             found.add("performance_over_100")
+        elif not self.run_us and self._ideal(good_only=False):
+            # Parts made in planned time with no running time recorded: the ideal time
+            # exceeds the run time (P is infinite, so None), and OEE may pass 100 %.
+            found.update(("performance_over_100", "parts_without_run_time"))
         if any(c.ideal_cycle_s is None for c in self.cycle_mix):
             found.add("no_ideal_cycle_time")
         if len(self.cycle_mix) > 1:

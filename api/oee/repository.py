@@ -82,23 +82,6 @@ def planned_downtime(session: Session, path: str, *, start: datetime, end: datet
     )
 
 
-def state_intervals(
-    session: Session, asset_id: int, *, start: datetime, end: datetime
-) -> list[Row]:
-    """State intervals overlapping [start, end), with whether their reason is planned."""
-    # The range test matches the table's exclusion constraint, so its GiST index serves it.
-    return _rows(
-        session,
-        "SELECT i.start_time, i.end_time, i.state, i.reason,"
-        " coalesce(r.planned, false) AS planned, r.category"
-        " FROM state_intervals i LEFT JOIN downtime_reasons r ON r.code = i.code"
-        " WHERE i.asset_id = :id"
-        " AND tstzrange(i.start_time, coalesce(i.end_time, 'infinity'::timestamptz))"
-        " && tstzrange(:start, :end) ORDER BY i.start_time",
-        {"id": asset_id, "start": start, "end": end},
-    )
-
-
 def ideal_cycles(session: Session, asset_id: int, products: list[str]) -> dict[str, float]:
     """Ideal cycle time per product code: the machine's own, else the product's."""
     if not products:
@@ -204,6 +187,47 @@ _STATES = f"""
 _STATES_ONCE = _STATES + "    OFFSET 0\n"
 
 
+# Operators' reasons (stop_reasons) of the asset overlapping the range, in µs, with whether
+# their reason is planned.
+_ASSIGNED = f"""
+    SELECT {_MICROS.format("sr.start_time")} AS s, {_MICROS.format("sr.end_time")} AS e,
+           coalesce(r.planned, false) AS planned
+    FROM stop_reasons sr LEFT JOIN downtime_reasons r ON r.code = sr.code
+    WHERE sr.asset_id = %(id)s::integer
+      AND tstzrange(sr.start_time, sr.end_time) && tstzrange(%(start)s, %(end)s)
+"""
+# Out of planned production: planned states whole; the other stops where their effective
+# reason is planned (an operator's reason where one covers the stop, else the machine's);
+# planned downtime of the asset or any asset above it. Operators' reasons apply to stops
+# only (never to running time), as in api.downtime.overlay.
+_EXCLUDED = f"""
+WITH iv AS MATERIALIZED (
+    SELECT s, e, state, code IN (SELECT code FROM downtime_reasons WHERE planned) AS planned
+    FROM ({_STATES}) i WHERE e > s
+), sr AS MATERIALIZED ({_ASSIGNED}),
+stops AS MATERIALIZED (
+    SELECT * FROM iv
+    WHERE state <> ALL(%(running)s::text[]) AND state <> ALL(%(planned_states)s::text[])
+)
+SELECT s, e FROM iv WHERE state = ANY(%(planned_states)s::text[])
+UNION ALL
+SELECT lower(r), upper(r) FROM (
+    SELECT unnest(int8multirange(int8range(st.s, st.e)) - coalesce(
+        (SELECT range_agg(int8range(sr.s, sr.e)) FROM sr WHERE sr.s < st.e AND sr.e > st.s),
+        '{{}}'::int8multirange)) AS r
+    FROM stops st WHERE st.planned
+) machine_planned
+UNION ALL
+SELECT greatest(st.s, sr.s), least(st.e, sr.e)
+FROM stops st JOIN sr ON sr.planned AND sr.s < st.e AND sr.e > st.s
+UNION ALL
+SELECT {_MICROS.format("p.start_time")}, {_MICROS.format("p.end_time")}
+FROM planned_downtime p JOIN assets a ON a.id = p.asset_id
+WHERE (a.path = %(path)s OR left(%(path)s, length(a.path) + 1) = a.path || '/')
+  AND p.start_time < %(end)s AND p.end_time > %(start)s
+"""
+
+
 def excluded_spans(
     session: Session,
     *,
@@ -216,19 +240,11 @@ def excluded_spans(
     running_states: list[str],
 ) -> list[tuple[int, int]]:
     """Time out of planned production (µs spans, unsorted): planned downtime of the asset or
-    any asset above it, and its planned stops (a planned_down state, or a stop whose reason
-    is planned)."""
+    any asset above it, and its planned stops (a planned_down state, or a stop whose
+    effective reason is planned: an operator's where one covers it, else the machine's)."""
     rows = _fetch(
         session,
-        f"SELECT iv.s, iv.e FROM ({_STATES}) iv"
-        " WHERE iv.e > iv.s AND (iv.state = ANY(%(planned_states)s::text[])"
-        " OR (iv.code IN (SELECT code FROM downtime_reasons WHERE planned)"
-        " AND iv.state <> ALL(%(running)s::text[])))"
-        " UNION ALL"
-        f" SELECT {_MICROS.format('p.start_time')}, {_MICROS.format('p.end_time')}"
-        " FROM planned_downtime p JOIN assets a ON a.id = p.asset_id"
-        " WHERE (a.path = %(path)s OR left(%(path)s, length(a.path) + 1) = a.path || '/')"
-        " AND p.start_time < %(end)s AND p.end_time > %(start)s",
+        _EXCLUDED,
         {
             "id": asset_id,
             "path": path,

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -296,6 +296,7 @@ class Rows:
     counts: tuple[tuple[int, int, int, int], ...]  # time, good, reject, product (-1: none)
     cycles: tuple[float | None, ...]  # per product: the machine's ideal cycle time
     micro_stop_s: float
+    assigned: tuple[tuple[int, int, bool], ...] = ()  # operators' reasons: start, s, planned
 
     def at(self, seconds: float) -> datetime:
         """The instant ``seconds`` after the window start."""
@@ -370,7 +371,20 @@ def _rows(draw: st.DrawFn) -> Rows:
             )
         ),
         micro_stop_s=draw(st.sampled_from([0.0, 60.0, 120.5])),
+        assigned=draw(_assignments(length_s)),
     )
+
+
+@st.composite
+def _assignments(draw: st.DrawFn, length_s: int) -> tuple[tuple[int, int, bool], ...]:
+    """Operators' reasons (planned or not) over a few disjoint ranges, anywhere."""
+    t, out = -3_600, []
+    for _ in range(draw(st.integers(0, 3))):
+        t += draw(st.integers(0, max(1, length_s // 2)))
+        length = draw(st.integers(1, 7_200))
+        out.append((t, length, draw(st.booleans())))
+        t += length
+    return tuple(out)
 
 
 def _insert_rows(s: Session, rows: Rows) -> tuple[int, list[str]]:
@@ -419,6 +433,18 @@ def _insert_rows(s: Session, rows: Rows) -> tuple[int, list[str]]:
                 for a, b, state, code in rows.states
             ],
         )
+    if rows.assigned:
+        s.execute(
+            text(
+                "INSERT INTO stop_reasons (asset_id, start_time, end_time, code)"
+                " VALUES (:a, :s, :e, :c)"
+            ),
+            [
+                {"a": machine["id"], "s": rows.at(a), "e": rows.at(a + n)}
+                | {"c": PLANNED_CODE if planned else UNPLANNED_CODE}
+                for a, n, planned in rows.assigned
+            ],
+        )
     products = [f"EQ-{tag}-{i}" for i in range(len(rows.cycles))]
     for code, cycle in zip(products, rows.cycles, strict=True):
         s.execute(
@@ -458,17 +484,14 @@ def _reference(rows: Rows, products: list[str], now: datetime) -> tuple[OeeResul
         if rows.start <= at < end:
             minute = max(at.replace(second=0, microsecond=0), rows.start)
             counts.append(ProductionCount(minute, g + r, g, r, products[p] if p >= 0 else None))
+    states, planned_parts = _effective_states(rows)
     inp = OeeInput(
         window=TimeRange(rows.start, end),
         shifts=None if windows is None else [TimeRange(w.start, w.end) for w in windows],
-        planned_downtime=[PlannedDowntime(rows.at(a), rows.at(a + n)) for a, n in rows.downtime],
-        states=[
-            StateInterval(
-                rows.at(a), None if b is None else rows.at(b), st_, planned=c == PLANNED_CODE
-            )
-            for a, b, st_, c in rows.states
-            if a < rows.length_s and (b is None or b > 0)  # what the API reads: overlapping
+        planned_downtime=[
+            PlannedDowntime(rows.at(a), rows.at(a + n)) for a, n in (*rows.downtime, *planned_parts)
         ],
+        states=states,
         counts=counts,
         ideal_cycle_s={p: c for p, c in zip(products, rows.cycles, strict=True) if c},
         micro_stop_s=rows.micro_stop_s,
@@ -477,6 +500,36 @@ def _reference(rows: Rows, products: list[str], now: datetime) -> tuple[OeeResul
     edges = bucket_edges(rows.bucket, tz=tz, start=rows.start, end=end, windows=windows or [])
     buckets = compute_buckets(inp, edges)
     return rollup([b.result for b in buckets]), buckets
+
+
+def _effective_states(rows: Rows) -> tuple[list[StateInterval], list[tuple[int, int]]]:
+    """The example's states as the pure core takes them, with operators' reasons applied:
+    a stop's planned time (its effective reason planned: the operator's where one covers it,
+    else the machine's) becomes planned downtime over exactly that time (which is what a
+    planned stop is to the core), the stop itself unplanned."""
+    states, parts = [], []
+    for a, b, state, code in rows.states:
+        if not (a < rows.length_s and (b is None or b > 0)):  # what the API reads: overlapping
+            continue
+        at_b = None if b is None else rows.at(b)
+        planned = code == PLANNED_CODE
+        if state in ("running", "changeover") or not rows.assigned:
+            states.append(StateInterval(rows.at(a), at_b, state, planned=planned))
+            continue
+        stop_end = b if b is not None else 10**8  # an open stop: past any window's end
+        cover = [(max(a, x), min(stop_end, x + n), p) for x, n, p in rows.assigned]
+        cover = [(x, y, p) for x, y, p in cover if x < y]
+        parts += [(x, y - x) for x, y, p in cover if p]
+        if planned:  # the machine's planned reason holds where no operator's covers it
+            t = a
+            for x, y, _ in sorted(cover):
+                if x > t:
+                    parts.append((t, x - t))
+                t = max(t, y)
+            if t < stop_end:
+                parts.append((t, stop_end - t))
+        states.append(StateInterval(rows.at(a), at_b, state, planned=False))
+    return states, parts
 
 
 def _same(got: dict[str, Any], want: OeeResult, where: str) -> None:
@@ -500,10 +553,30 @@ def reasons(db_session: Session) -> None:
     db_session.commit()
 
 
+# Operators' reasons: half an hour of a stop the machine called planned is an unplanned jam;
+# twenty minutes of an unplanned stop were a planned one (plus a reason over running time,
+# which changes nothing).
+_T0 = datetime(2026, 3, 2, 6, tzinfo=UTC)
+OPERATOR_UNPLANS = Rows(
+    zone="UTC", start=_T0, length_s=7_200, now_s=None, bucket="hour", shifts=None,
+    downtime=(), states=((0, 3_600, "faulted", PLANNED_CODE), (3_600, 7_200, "running", None)),
+    counts=((4_000, 100, 2, 0),), cycles=(1.0, None, None), micro_stop_s=0.0,
+    assigned=((900, 1_800, False),),
+)  # fmt: skip
+OPERATOR_PLANS = Rows(
+    zone="UTC", start=_T0, length_s=7_200, now_s=None, bucket="hour", shifts=None,
+    downtime=(), states=((0, 3_600, "idle", UNPLANNED_CODE), (3_600, 7_200, "running", None)),
+    counts=((4_000, 100, 2, 0),), cycles=(1.0, None, None), micro_stop_s=0.0,
+    assigned=((600, 1_200, True), (5_000, 60, True)),
+)  # fmt: skip
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(rows=_rows())
+@example(rows=OPERATOR_UNPLANS)
+@example(rows=OPERATOR_PLANS)
 def test_database_path_equals_the_pure_core(db_session: Session, reasons: None, rows: Rows) -> None:
     machine_id, products = _insert_rows(db_session, rows)
     now = rows.at(rows.now_s) if rows.now_s is not None else datetime.now(UTC)

@@ -463,7 +463,10 @@ def test_properties_of_every_result(case: tuple[OeeInput, list[datetime]]) -> No
         assert a is None or 0 <= a <= 1
         assert q is None or 0 <= q <= 1
         assert p is None or p >= 0
-        assert ("performance_over_100" in r.flags) == (p is not None and p > 1)
+        over = p is not None and p > 1
+        no_run = p is None and r.run_us == 0 and r.total > 0 and r.ideal_time_s is not None
+        assert ("performance_over_100" in r.flags) == (over or no_run)
+        assert ("parts_without_run_time" in r.flags) == no_run
         if None not in (a, p, q, oee):
             assert oee == pytest.approx(a * p * q, rel=1e-9)  # type: ignore[operator]
         if r.planned_us == 0:

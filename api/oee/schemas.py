@@ -13,11 +13,22 @@ Ratio = float | None
 
 
 class Losses(BaseModel):
-    """Seconds lost to each OEE factor (None when no ideal cycle time is known)."""
+    """Seconds lost to each OEE factor, and to the six big losses the data tells apart
+    (None when no ideal cycle time is known). availability = unplanned_stops + no_data;
+    performance = small_stops + reduced_speed. Set-up time is planned downtime by default
+    (the changeover state and planned reasons take it out of planned time), so it is not
+    a loss here; start-up rejects are not told apart from other rejects."""
 
     availability_s: float
     performance_s: float | None
     quality_s: float | None
+    unplanned_stops_s: float = Field(description="Breakdowns and other unplanned stops")
+    no_data_s: float = Field(description="Planned time without state data")
+    small_stops_s: float = Field(description="Micro-stops (shorter than the threshold)")
+    reduced_speed_s: float | None = Field(
+        description="Run time beyond the ideal, micro-stops excluded (negative above 100 %)"
+    )
+    defects_s: float | None = Field(description="Ideal time spent on rejected parts")
 
 
 class OeeFigures(BaseModel):

@@ -288,10 +288,16 @@ def _values(total: OeeResult, combined: bool, extra: tuple[str, ...]) -> dict[st
     """The response figures of one range: one machine's, or a site's lines summed."""
     values = total.as_dict()
     values["flags"] = sorted({*values["flags"], *extra})
+    performance = values["performance_loss_s"]
     values["losses"] = Losses(
         availability_s=values["availability_loss_s"],
-        performance_s=values["performance_loss_s"],
+        performance_s=performance,
         quality_s=values["quality_loss_s"],
+        unplanned_stops_s=values["down_s"] - values["no_data_s"],
+        no_data_s=values["no_data_s"],
+        small_stops_s=values["micro_stop_s"],
+        reduced_speed_s=None if performance is None else performance - values["micro_stop_s"],
+        defects_s=values["quality_loss_s"],
     )
     if combined:
         # combine_site's rule: OEE and TEEP of the sum, which ``values`` already holds.

@@ -171,6 +171,13 @@ def test_worked_example_through_the_whole_path(
     assert whole["oee"] * 100 == pytest.approx(74.79, abs=0.01)
     assert whole["teep"] == pytest.approx((TOTAL - REJECT) / (10 * 3600))
     assert whole["failures"] == 1 and whole["losses"]["availability_s"] == 47 * 60
+    # The six big losses the data tells apart: 47 min of stops, 373 min run for 19,271 s of
+    # ideal time, 423 rejects at 1 s.
+    losses = whole["losses"]
+    assert (losses["unplanned_stops_s"], losses["no_data_s"]) == (47 * 60, 0)
+    assert losses["small_stops_s"] == 0
+    assert losses["reduced_speed_s"] == pytest.approx(373 * 60 - TOTAL)
+    assert losses["defects_s"] == pytest.approx(REJECT)
     # The machine ran through no break, so nothing is flagged as outside planned time.
     assert whole["flags"] == [] and whole["outside_total"] == 0
 

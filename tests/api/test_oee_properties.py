@@ -286,6 +286,14 @@ def _check_figures(f: Figures) -> None:
     assert f["planned_s"] == pytest.approx(f["run_s"] + f["down_s"], abs=1e-6)
     assert f["calendar_s"] + 1e-6 >= f["scheduled_s"] >= f["planned_s"] - 1e-6 >= -1e-6
     assert f["total"] == f["good"] + f["reject"]
+    losses = f["losses"]
+    assert losses["availability_s"] == pytest.approx(
+        losses["unplanned_stops_s"] + losses["no_data_s"], abs=1e-6
+    )
+    if losses["performance_s"] is not None:
+        assert losses["performance_s"] == pytest.approx(
+            losses["small_stops_s"] + losses["reduced_speed_s"], abs=1e-6
+        )
 
 
 def _check_buckets(body: dict[str, Any]) -> None:

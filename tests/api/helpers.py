@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import text
@@ -21,3 +22,23 @@ def insert_asset(
         {"n": name, "l": level, "p": parent["id"] if parent else None, "path": path},
     )
     return dict(row.mappings().one())
+
+
+def unique_name(stem: str) -> str:
+    """``stem`` with a random suffix (tests share one database per module)."""
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+def ok(response: Any, code: int = 200) -> Any:
+    """The response's JSON (None when empty) after checking its status."""
+    assert response.status_code == code, response.text
+    return response.json() if response.content else None
+
+
+def error_of(response: Any, code: int, field: str | None = None) -> dict[str, Any]:
+    """The response's ``error`` object after checking its status (and field)."""
+    assert response.status_code == code, response.text
+    error: dict[str, Any] = response.json()["error"]
+    if field is not None:
+        assert error["field"] == field, error
+    return error

@@ -3,7 +3,6 @@ through the planning API changing GET /api/v1/oee (the worked example end to end
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,28 +14,14 @@ from sqlalchemy.orm import Session
 
 from api.db import INT4_MAX
 from api.errors import NAIVE_TIMESTAMP
+from tests.api.helpers import error_of as _error
+from tests.api.helpers import ok as _ok
+from tests.api.helpers import unique_name as _name
 
 Headers = dict[str, dict[str, str]]
 V1 = "/api/v1"
 BERLIN = ZoneInfo("Europe/Berlin")
 HOUR = 3600
-
-
-def _name(stem: str) -> str:
-    return f"{stem}-{uuid.uuid4().hex[:8]}"
-
-
-def _ok(response: Any, code: int = 200) -> Any:
-    assert response.status_code == code, response.text
-    return response.json() if response.content else None
-
-
-def _error(response: Any, code: int, field: str | None = None) -> dict[str, Any]:
-    assert response.status_code == code, response.text
-    error: dict[str, Any] = response.json()["error"]
-    if field is not None:
-        assert error["field"] == field, error
-    return error
 
 
 def _audit_actions(session: Session, entity: str, entity_id: object) -> list[str]:

@@ -13,7 +13,8 @@ Pareto: by default the entries hold the *unplanned* stops (what a plant manager 
 MTBF = run time / failures and MTTR = unplanned stop time / failures, where failures are
 the unplanned stops that are not micro-stops and run time is running time plus
 micro-stops (a micro-stop costs performance, not availability, as in OEE). Every stop
-overlapping the range counts once; a stop an operator split counts once per part.
+overlapping the range counts once, also when an operator split it (its parts still count
+apart in the entries, each under its own reason), as in OEE.
 """
 
 from __future__ import annotations
@@ -222,7 +223,8 @@ def pareto(
     down = sum((c.duration for c in failures), ZERO)
     micro_time = sum((c.duration for c in micro), ZERO)
     run = _running(machines, start=start, end=end, now=now) + micro_time
-    n = len(failures)
+    # One failure per machine stop: the parts of a split stop share their interval.
+    n = len({(c.stop.asset_id, c.stop.piece.interval.start) for c in failures})
     return ParetoPublic(
         asset_id=asset_id, start=start, end=end, by=by, planned=planned,
         include_micro=include_micro,

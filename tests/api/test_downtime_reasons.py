@@ -197,6 +197,14 @@ def test_split_gives_two_stops_with_different_reasons(
     assert _spans(faults)[:2] == [(10, 14, "R_JAM", True), (14, 30, "R_WAIT", True)]
     # Both parts belong to the one machine stop that began at minute 10.
     assert {s["interval_start"] for s in faults[:2]} == {faults[0]["interval_start"]}
+    # Each part counts under its reason, but it is one failure for MTBF and MTTR (as in OEE).
+    params = {"asset_id": machine["id"], "start": iso(0), "end": iso(35), "by": "reason"}
+    pareto = api_client.get(f"{URL}/pareto", params=params, headers=role_headers["viewer"]).json()
+    assert sorted((e["key"], e["count"]) for e in pareto["entries"]) == [
+        ("jam", 1),
+        ("waiting for maintenance", 1),
+    ]
+    assert (pareto["failures"], pareto["down_s"], pareto["mttr_s"]) == (1, 1200.0, 1200.0)
     # An open stop splits up to now.
     body = {
         "asset_id": machine["id"],

@@ -2,8 +2,8 @@
 
 Loads the rows (intervals, assignments, loss classes, micro-stop thresholds) and runs the
 pure :func:`api.downtime.overlay.overlay` and :mod:`api.downtime.classify` on them, per
-machine. :func:`effective_intervals` is what the OEE module reads instead of the raw
-intervals, so OEE and the downtime views see the same reasons.
+machine. OEE applies the same reasons in SQL (api.oee.repository.excluded_spans), checked
+against the pure core with reasons in tests/api/test_oee_api.py.
 """
 
 from __future__ import annotations
@@ -110,62 +110,3 @@ def _machine(
         micro_stop_s=micro_s,
         is_line_output=bool(settings and settings["is_line_output"]),
     )
-
-
-def effective_intervals(
-    session: Session, asset_id: int, *, start: datetime, end: datetime
-) -> list[Row]:
-    """An asset's state intervals overlapping [start, end) with operators' reasons applied.
-
-    The shape of :func:`api.oee.repository.state_intervals` (start_time, end_time (None
-    while open), state, reason, planned, category), one row per piece: an interval an
-    operator gave reasons to comes as consecutive rows, each with its effective reason.
-    Extra keys: code, assigned, assignment_id, and interval_start / interval_end (the whole
-    state interval the piece belongs to: judge micro-stops by it, not by the piece).
-    """
-    rows = repo.asset_intervals(session, asset_id, start=start, end=end)
-    if not rows:
-        return []
-    ends = [r["end_time"] for r in rows]
-    hi = None if None in ends else max(e for e in ends if e is not None)
-    found = repo.asset_assignments(session, asset_id, start=rows[0]["start_time"], end=hi)
-    if not found:  # the common case: the rows as they are, no objects built
-        return [_plain(r) for r in rows]
-    assignments = [_assignment(r) for r in found]
-    classes = classes_by_asset(session, [asset_id])[asset_id]
-
-    def is_stop(state: str) -> bool:
-        return loss_class(state, classes) is not LossClass.RUNNING
-
-    pieces = overlay([_interval(r) for r in rows], assignments, is_stop=is_stop)
-    return [_row(p) for p in pieces if _overlaps(p, start, end)]
-
-
-def _plain(row: Row) -> Row:
-    keep = ("start_time", "end_time", "state", "reason", "planned", "category", "code")
-    return {k: row[k] for k in keep} | {
-        "assigned": False,
-        "assignment_id": None,
-        "interval_start": row["start_time"],
-        "interval_end": row["end_time"],
-    }
-
-
-def _overlaps(piece: Piece, start: datetime, end: datetime) -> bool:
-    return piece.start < end and (piece.end is None or piece.end > start)
-
-
-def _row(piece: Piece) -> Row:
-    return {
-        "start_time": piece.start,
-        "end_time": piece.end,
-        "state": piece.state,
-        "reason": piece.reason.reason,
-        "planned": piece.reason.planned,
-        "category": piece.reason.category,
-        "code": piece.reason.code,
-        "assigned": piece.assigned,
-        "assignment_id": piece.assignment_id,
-        "interval_start": piece.interval.start,
-        "interval_end": piece.interval.end,
-    }

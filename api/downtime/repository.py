@@ -69,36 +69,6 @@ def intervals(session: Session, *, scope: Row, start: datetime, end: datetime) -
     return _rows(session, _INTERVALS, params)
 
 
-def asset_intervals(
-    session: Session, asset_id: int, *, start: datetime, end: datetime
-) -> list[Row]:
-    """One asset's own state intervals overlapping [start, end), by start (as ``intervals``)."""
-    return _rows(
-        session,
-        "SELECT s.asset_id, s.start_time, s.end_time, s.state, s.reason, s.code,"
-        " r.category, coalesce(r.planned, false) AS planned"
-        " FROM state_intervals s LEFT JOIN downtime_reasons r ON r.code = s.code"
-        " WHERE s.asset_id = :id"
-        " AND tstzrange(s.start_time, coalesce(s.end_time, 'infinity'::timestamptz))"
-        " && tstzrange(:start, :end) ORDER BY s.start_time",
-        {"id": asset_id, "start": start, "end": end},
-    )
-
-
-def asset_assignments(
-    session: Session, asset_id: int, *, start: datetime, end: datetime | None
-) -> list[Row]:
-    """One asset's operators' reasons overlapping [start, end) (end None: no end), by start."""
-    return _rows(
-        session,
-        "SELECT sr.id, sr.start_time, sr.end_time, sr.code, r.reason, r.category, r.planned"
-        " FROM stop_reasons sr JOIN downtime_reasons r ON r.code = sr.code"
-        " WHERE sr.asset_id = :id AND tstzrange(sr.start_time, sr.end_time)"
-        " && tstzrange(:start, :end) ORDER BY sr.start_time",
-        {"id": asset_id, "start": start, "end": end},
-    )
-
-
 def assignments(
     session: Session,
     *,

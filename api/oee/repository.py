@@ -70,18 +70,6 @@ def shift_exceptions(session: Session, site_id: int, *, first: Any, last: Any) -
     )
 
 
-def planned_downtime(session: Session, path: str, *, start: datetime, end: datetime) -> list[Row]:
-    """Planned downtime of the asset or any asset above it, overlapping [start, end)."""
-    return _rows(
-        session,
-        "SELECT p.start_time, p.end_time, p.category FROM planned_downtime p"
-        " JOIN assets a ON a.id = p.asset_id"
-        " WHERE (a.path = :path OR left(:path, length(a.path) + 1) = a.path || '/')"
-        " AND p.start_time < :end AND p.end_time > :start ORDER BY p.start_time",
-        {"path": path, "start": start, "end": end},
-    )
-
-
 def ideal_cycles(session: Session, asset_id: int, products: list[str]) -> dict[str, float]:
     """Ideal cycle time per product code: the machine's own, else the product's."""
     if not products:

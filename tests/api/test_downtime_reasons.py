@@ -14,7 +14,6 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.auth.keys import NewKey
-from api.downtime.effective import effective_intervals
 from api.errors import NAIVE_TIMESTAMP
 from ingest.intervals import StateRow, apply_state_events
 from tests.api.helpers import insert_asset
@@ -357,32 +356,22 @@ def test_bad_splits_are_422(
     assert error["field"] == field and needle in error["message"], error
 
 
-def test_effective_intervals_for_oee(
-    api_client: TestClient, role_headers: Headers, machine: dict[str, Any], db_session: Session
+def test_a_reason_over_part_of_a_stop_splits_it_there(
+    api_client: TestClient, role_headers: Headers, machine: dict[str, Any]
 ) -> None:
-    plain = effective_intervals(db_session, machine["id"], start=at(5), end=at(35))
-    assert [(r["state"], r["assigned"], r["interval_start"]) for r in plain] == [
-        ("running", False, at(0)), ("fault", False, at(10)), ("running", False, at(30)),
-    ]  # fmt: skip
-    assert plain[1]["category"] == "mechanical" and plain[1]["end_time"] == at(30)
+    plain = _stops(api_client, role_headers, machine["id"], start=iso(5), end=iso(35))
+    assert _spans(plain) == [(10, 30, "M_JAM", False)]
+    assert plain[0]["category"] == "mechanical" and not plain[0]["planned"]
     created = _assign(api_client, role_headers, machine["id"], 12, 20, "R_PM").json()
-    rows = effective_intervals(db_session, machine["id"], start=at(5), end=at(35))
-    db_session.commit()
-    got = [
-        ((r["start_time"] - T0) / timedelta(minutes=1), r["state"], r["reason"], r["planned"])
-        for r in rows
-    ]
-    assert got == [
-        (0, "running", None, False),
-        (10, "fault", None, False),
-        (12, "fault", "planned maintenance", True),
-        (20, "fault", None, False),
-        (30, "running", None, False),
-    ]
-    assigned = rows[2]
-    assert (assigned["category"], assigned["code"], assigned["assignment_id"]) == (
-        "maintenance", "R_PM", created["id"],
+    stops = _stops(api_client, role_headers, machine["id"], start=iso(5), end=iso(35))
+    assert _spans(stops) == [
+        (10, 12, "M_JAM", False), (12, 20, "R_PM", True), (20, 30, "M_JAM", False),
+    ]  # fmt: skip
+    assert [s["planned"] for s in stops] == [False, True, False]
+    assigned = stops[1]
+    assert (assigned["category"], assigned["reason"], assigned["assignment_id"]) == (
+        "maintenance", "planned maintenance", created["id"],
     )  # fmt: skip
-    assert assigned["interval_start"] == at(10) and assigned["interval_end"] == at(30)
-    assert rows[1]["category"] == "mechanical" and rows[1]["code"] == "M_JAM"
-    assert effective_intervals(db_session, 2**31 - 1, start=at(0), end=at(1)) == []
+    whole = (assigned["interval_start"], assigned["interval_end"])
+    assert tuple(map(datetime.fromisoformat, whole)) == (at(10), at(30))
+    assert stops[0]["category"] == "mechanical" and stops[2]["code"] == "M_JAM"

@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+
+from api.oee.segments import StateRows
 
 Row = dict[str, Any]
 # date_bin origin spelled in UTC so the session time zone cannot shift it.
@@ -171,8 +175,6 @@ _STATES = f"""
       AND tstzrange(i.start_time, coalesce(i.end_time, 'infinity'::timestamptz))
           && tstzrange(%(start)s, %(end)s)
 """
-# OFFSET 0 keeps it a subquery: s and e are computed once per row, not at every use.
-_STATES_ONCE = _STATES + "    OFFSET 0\n"
 
 
 # Operators' reasons (stop_reasons) of the asset overlapping the range, in µs, with whether
@@ -262,63 +264,62 @@ def excluded_spans(
     return [(int(a), int(b)) for a, b in rows]
 
 
-def _state_sums_sql(b: str, pl: str, bk: str) -> str:
-    return f"""
-WITH st AS MATERIALIZED (
-    SELECT state, e > s AS timed, e - s < %(threshold)s AS micro, a, z,
-           width_bucket(a, {b}) AS k
-    FROM (SELECT *, greatest(s, %(lo)s) AS a, least(e, %(hi)s) AS z FROM ({_STATES_ONCE}) i) i
-),
-pieces AS (
-    -- Most states lie inside one segment: one piece, the state's first.
-    SELECT k, state, micro, z - a AS len, 1 AS first FROM st WHERE a < z AND z <= ({b})[k + 1]
-    UNION ALL
-    SELECT j, state, micro, least(m.z, ({b})[j + 1]) - greatest(m.a, ({b})[j]),
-           CASE WHEN j = (SELECT min(x) FROM generate_series(m.k, m.k2) x WHERE ({pl})[x])
-                THEN 1 ELSE 0 END
-    FROM (SELECT *, width_bucket(z - 1, {b}) AS k2 FROM st
-          WHERE a < z AND z > ({b})[k + 1]) m,
-         generate_series(m.k, m.k2) j
-)
-SELECT ({bk})[k], ({pl})[k], state, micro, sum(len)::bigint, sum(first)::bigint
-FROM pieces GROUP BY 1, 2, 3, 4
-UNION ALL
-SELECT NULL, NULL, state, NULL, NULL, NULL FROM st WHERE timed AND a >= z GROUP BY state
+# A machine's state intervals overlapping the range as one bytea of 17-byte records: start
+# and end as timestamptz_send gives them (int64 µs since 2000-01-01, exact and cheap to
+# make, where extract(epoch ...) goes through numeric), and what the state is to OEE (one
+# byte: api.oee.segments' UNMAPPED, RUNNING or STOPPED). numpy reads it without a Python
+# object per row: a year of one machine is some 20,000 intervals.
+_STATE_ROWS = """
+SELECT string_agg(
+    timestamptz_send(i.start_time)
+    || coalesce(timestamptz_send(i.end_time), int8send(%(open_end)s::bigint))
+    || CASE WHEN i.state = ANY(%(running)s::text[]) THEN '\\x01'::bytea
+            WHEN i.state = ANY(%(known)s::text[]) THEN '\\x02'::bytea
+            ELSE '\\x00'::bytea END, '')
+FROM state_intervals i
+WHERE i.asset_id = %(id)s::integer
+  AND tstzrange(i.start_time, coalesce(i.end_time, 'infinity'::timestamptz))
+      && tstzrange(%(start)s, %(end)s)
 """
+_STATE_RECORD = np.dtype([("start", ">i8"), ("end", ">i8"), ("kind", "u1")])
+# timestamptz_send counts from 2000-01-01; the rest of the OEE code from 1970-01-01.
+_PG_EPOCH_US = 946_684_800_000_000
+_MAX_US = np.iinfo(np.int64).max
 
 
-def state_sums(
+def state_rows(
     session: Session,
     *,
     asset_id: int,
-    segments: Segments,
     start: datetime,
     end: datetime,
-    window: tuple[int, int, int],
-    threshold_us: int,
-) -> list[tuple[Any, ...]]:
-    """The states' pieces summed per (bucket, planned or not, state, micro-stop or not):
-    (bucket, inside, state, micro, µs, first pieces), where a first piece is the first in
-    planned time of its state (where a stop counts); plus (None, None, state, ...) for
-    states with no time in the window.
-
-    ``window``: lo, hi (the window cut at now) and where open intervals end, in µs;
-    ``threshold_us``: a state shorter than this, whole, is a micro-stop (if it is a stop).
-    """
-    lo, hi, open_end = window
-    return _fetch(
+    open_end: int,
+    running: list[str],
+    known: list[str],
+) -> StateRows:
+    """The asset's state intervals overlapping [start, end), in µs (an open one ends at
+    ``open_end``), with their kind: RUNNING (a state in ``running``), STOPPED (another state
+    in ``known``) or UNMAPPED."""
+    (data,) = _fetch(
         session,
-        _state_sums_sql(segments.bounds, segments.inside, segments.bucket),
+        _STATE_ROWS,
         {
             "id": asset_id,
             "start": start,
             "end": end,
-            "lo": lo,
-            "hi": hi,
-            "open_end": open_end,
-            "threshold": threshold_us,
+            "open_end": open_end - _PG_EPOCH_US,
+            "running": running,
+            "known": known,
         },
-    )
+    )[0]
+    records = np.frombuffer(data or b"", dtype=_STATE_RECORD)
+    return StateRows(_unix_us(records["start"]), _unix_us(records["end"]), records["kind"])
+
+
+def _unix_us(pg_us: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """µs since 2000 to µs since 1970, saturating (timestamptz 'infinity' is int64's max)."""
+    us = pg_us.astype(np.int64)
+    return np.where(us > _MAX_US - _PG_EPOCH_US, _MAX_US, us + _PG_EPOCH_US)
 
 
 _ENDS = "((c.time >= %(start)s AND c.time < %(h0)s) OR (c.time >= %(h1)s AND c.time < %(end)s))"

@@ -25,10 +25,12 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Any, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
+
 from api.oee.calc import (
     BucketResult,
     CycleCount,
-    LossClass,
     OeeResult,
     TimeRange,
     bucket_points,
@@ -122,28 +124,73 @@ class StateSums:
     micro_stops: int = 0
 
 
-def state_sums(
-    rows: Iterable[tuple[Any, ...]], classes: Mapping[str, LossClass]
+# What a state is to OEE, as StateRows.kind holds it: a state the loss classes do not know
+# is a stop (and noted), as in api.oee.calc.
+UNMAPPED, RUNNING, STOPPED = 0, 1, 2
+
+
+class StateRows(NamedTuple):
+    """A machine's state intervals as the database gives them: µs, one entry per interval
+    (open intervals end where the window's open end is), and the kind of its state."""
+
+    start: npt.NDArray[np.int64]
+    end: npt.NDArray[np.int64]
+    kind: npt.NDArray[np.uint8]  # UNMAPPED, RUNNING or STOPPED
+
+
+def cut_states(
+    p: Plan, rows: StateRows, threshold_us: int
 ) -> tuple[dict[int, StateSums], tuple[str, ...]]:
-    """Per bucket, the sums of the rows the database gives: (bucket, inside planned time,
-    state, micro-stop or not, µs, first pieces); bucket None: a state with no time in the
-    window. A state not running is a stop whatever its class (a planned stop's time is out
-    of planned production time by construction); unknown states are noted."""
-    acc: dict[int, list[int]] = {}
-    unmapped = False
-    for bucket, inside, state, micro, length, firsts in rows:
-        cls = classes.get(state)
-        unmapped = unmapped or cls is None
-        if bucket is None:
-            continue
-        sums = acc.setdefault(bucket, [0, 0, 0, 0, 0, 0])
-        if cls is LossClass.RUNNING:
-            sums[0 if inside else 3] += length
-        elif inside:
-            sums[1 if micro else 2] += length
-            sums[5 if micro else 4] += firsts
-    notes = ("unmapped_state",) if unmapped else ()
-    return {b: StateSums(*v) for b, v in acc.items()}, notes
+    """Per bucket, what the states add: each interval, clipped to the window, cut into its
+    pieces per segment; running time inside or outside planned time, stop time inside it
+    (a stop shorter than ``threshold_us``, whole, is a micro-stop); a stop counts once, in
+    the segment of its first piece in planned time. A planned stop's time lies outside
+    planned time by construction, so it adds nothing. Exact: integer µs throughout."""
+    start, end, kind = rows
+    timed = end > start
+    notes = ("unmapped_state",) if bool(np.any(timed & (kind == UNMAPPED))) else ()
+    if not p.bounds:
+        return {}, notes
+    bounds = np.asarray(p.bounds, dtype=np.int64)
+    inside = np.asarray(p.inside, dtype=np.bool_)
+    bucket = np.asarray(p.bucket, dtype=np.int64)
+    a = np.maximum(start, bounds[0])
+    z = np.minimum(end, bounds[-1])
+    keep = a < z
+    a, z, kind = a[keep], z[keep], kind[keep]
+    micro = (end - start)[keep] < threshold_us
+    # Each interval's segments, first to last; most lie inside one.
+    first = np.searchsorted(bounds, a, side="right") - 1
+    last = np.searchsorted(bounds, z - 1, side="right") - 1
+    n = last - first + 1
+    owner = np.repeat(np.arange(len(a)), n)
+    seg = first[owner] + (np.arange(len(owner)) - (np.cumsum(n) - n)[owner])
+    piece = np.minimum(z[owner], bounds[seg + 1]) - np.maximum(a[owner], bounds[seg])
+    # The field of StateSums each piece adds to (-1: none).
+    running = kind[owner] == RUNNING
+    field_of = np.where(running, np.where(inside[seg], 0, 3), np.where(micro[owner], 1, 2))
+    field_of[~running & ~inside[seg]] = -1
+    # A stop counts in its first segment in planned time, if it has one.
+    m = len(inside)
+    next_planned = np.minimum.accumulate(np.where(inside, np.arange(m), m)[::-1])[::-1]
+    counted = next_planned[first]
+    stops = (kind != RUNNING) & (counted <= last)
+    keys = np.concatenate(
+        (
+            (bucket[seg] * 6 + field_of)[field_of >= 0],
+            bucket[counted[stops]] * 6 + np.where(micro[stops], 5, 4),
+        )
+    )
+    values = np.concatenate((piece[field_of >= 0], np.ones(int(stops.sum()), dtype=np.int64)))
+    sums = _sum_by(keys, values, 6 * (len(p.frame.points) - 1)).reshape(-1, 6).tolist()
+    return {b: StateSums(*row) for b, row in enumerate(sums) if any(row)}, notes
+
+
+def _sum_by(keys: npt.NDArray[np.int64], values: npt.NDArray[np.int64], size: int) -> Any:
+    """Exact int64 sums of ``values`` per key in 0..size-1 (bincount would add floats)."""
+    order = np.argsort(keys, kind="stable")
+    totals = np.concatenate(([0], np.cumsum(values[order])))
+    return np.diff(totals[np.searchsorted(keys[order], np.arange(size + 1))])
 
 
 class CountSum(NamedTuple):

@@ -220,16 +220,16 @@ def _member(
     )
     p = segments.plan(fr, excluded)
     arrays = repo.segments_sql(p.bounds, p.inside, p.bucket)
-    rows = repo.state_sums(
+    rows = repo.state_rows(
         session,
         asset_id=machine_id,
-        segments=arrays,
         start=start,
         end=end,
-        window=(fr.lo, fr.hi, fr.open_end),
-        threshold_us=segments.threshold_us(micro_s),
+        open_end=fr.open_end,
+        running=sorted(s for s, c in classes.items() if c is LossClass.RUNNING),
+        known=sorted(classes),
     )
-    states, notes = segments.state_sums(rows, classes)
+    states, notes = segments.cut_states(p, rows, segments.threshold_us(micro_s))
     counts = _count_sums(session, machine_id, arrays, fr, start=start, end=end)
     cycles = _cycles(session, machine_id, counts)
     return segments.MachineSums(p, states, counts, cycles, notes)

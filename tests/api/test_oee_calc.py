@@ -9,6 +9,7 @@ from fractions import Fraction
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -541,6 +542,9 @@ def test_segments_assemble_what_compute_buckets_gives(
                 counts.append(segments.CountSum(i, inside, c.product, c.total, c.good, c.reject))
     cycles = {k: inp.cycle_of(k) for k in ("A", "B", None)}
     machine = segments.MachineSums(p, sums, counts, cycles, prepared.notes)
+    if "overlapping_states" not in prepared.notes:  # (the database refuses overlaps)
+        cut, _ = segments.cut_states(p, _rows_of(inp), segments.threshold_us(inp.micro_stop_s))
+        assert {i: cut.get(i, segments.StateSums()) for i in sums} == sums
     assert segments.assemble(fr, [machine]) == compute_buckets(inp, edges)
     # Two machines: what rollup gives for theirs, bucket by bucket.
     twice = segments.assemble(fr, [machine, machine])
@@ -549,20 +553,73 @@ def test_segments_assemble_what_compute_buckets_gives(
     ]
 
 
-def test_segment_rows_of_the_database_become_state_sums() -> None:
-    rows = [
-        (0, True, "running", False, 100, 1),
-        (0, True, "faulted", True, 7, 2),  # micro-stops
-        (0, True, "faulted", False, 50, 1),
-        (0, False, "running", True, 30, 1),  # outside planned time
-        (0, False, "changeover", False, 40, 1),  # a planned stop: nothing
-        (1, True, "odd", False, 5, 1),  # unknown: a stop, noted
-        (None, None, "idle", None, None, None),  # no time in the window
-    ]
-    sums, notes = segments.state_sums(rows, DEFAULT_STATE_CLASSES)
-    assert sums[0] == segments.StateSums(100, 7, 50, 30, 1, 2)
-    assert sums[1] == segments.StateSums(0, 0, 5, 0, 1, 0)
+def _rows_of(inp: OeeInput) -> segments.StateRows:
+    """The StateRows the database gives for ``inp``'s states."""
+    open_end = window_limits(inp.window, inp.now)[2]
+    kinds = [
+        segments.UNMAPPED if (c := inp.state_classes.get(iv.state)) is None
+        else segments.RUNNING if c is LossClass.RUNNING else segments.STOPPED
+        for iv in inp.states
+    ]  # fmt: skip
+    return segments.StateRows(
+        np.array([to_us(iv.start) for iv in inp.states], dtype=np.int64),
+        np.array([open_end if iv.end is None else to_us(iv.end) for iv in inp.states],
+                 dtype=np.int64),
+        np.array(kinds, dtype=np.uint8),
+    )  # fmt: skip
+
+
+def _state_rows(states: list[tuple[int, int, str]]) -> segments.StateRows:
+    """StateRows of (start µs, end µs, state) with the default classes."""
+    kinds = {s: segments.RUNNING if c is LossClass.RUNNING else segments.STOPPED
+             for s, c in DEFAULT_STATE_CLASSES.items()}  # fmt: skip
+    return segments.StateRows(
+        np.array([s for s, _, _ in states], dtype=np.int64),
+        np.array([e for _, e, _ in states], dtype=np.int64),
+        np.array([kinds.get(k, segments.UNMAPPED) for _, _, k in states], dtype=np.uint8),
+    )
+
+
+def test_states_are_cut_per_segment_and_a_stop_counts_once() -> None:
+    # Two hour buckets; breaks 30-40 min and 55-65 min (across the bucket edge).
+    minute, s = 60_000_000, 1_000_000
+    fr = segments.frame(
+        TimeRange(T0, T0 + timedelta(hours=2)), shifts=None, edges=[T0 + timedelta(hours=1)],
+        now=None,
+    )  # fmt: skip
+    lo = fr.lo
+    p = segments.plan(
+        fr, [(lo + 30 * minute, lo + 40 * minute), (lo + 55 * minute, lo + 65 * minute)]
+    )
+    rows = _state_rows([
+        (lo - 5 * minute, lo + 20 * minute, "running"),  # clipped at the window's start
+        (lo + 20 * minute, lo + 20 * minute + 3 * s, "faulted"),  # a micro-stop (3 s)
+        (lo + 20 * minute + 3 * s, lo + 25 * minute, "running"),
+        # Across the first break: one failure; its time in the break is not planned time.
+        (lo + 25 * minute, lo + 50 * minute, "faulted"),
+        (lo + 50 * minute, lo + 50 * minute + 10 * s, "faulted"),  # 10 s: not a micro-stop
+        (lo + 50 * minute + 10 * s, lo + 56 * minute, "running"),  # 1 min in the break
+        # Begins in the second break, in bucket 0: it fails where planned time resumes.
+        (lo + 56 * minute, lo + 80 * minute, "faulted"),
+        (lo + 80 * minute, lo + 80 * minute, "odd"),  # no time: not noted
+        (lo + 80 * minute, lo + 130 * minute, "running"),  # clipped at the window's end
+        (lo + 200 * minute, lo + 210 * minute, "odd"),  # outside the window, still noted
+    ])  # fmt: skip
+    sums, notes = segments.cut_states(p, rows, threshold_us=10 * s)
+    assert sums[0] == segments.StateSums(
+        run_us=20 * minute + (5 * minute - 3 * s) + (5 * minute - 10 * s),
+        micro_us=3 * s,
+        down_us=15 * minute + 10 * s,  # 25-30, 40-50 and the 10 s
+        outside_run_us=minute,
+        failures=2,
+        micro_stops=1,
+    )
+    assert sums[1] == segments.StateSums(run_us=40 * minute, down_us=15 * minute, failures=1)
     assert notes == ("unmapped_state",)
+    # A window with no time left: no sums, and the note still holds.
+    empty = segments.plan(segments.frame(TimeRange(T0, T0 + timedelta(hours=2)), shifts=None,
+                                         edges=[], now=T0), [])  # fmt: skip
+    assert segments.cut_states(empty, rows, threshold_us=0) == ({}, ("unmapped_state",))
 
 
 @given(

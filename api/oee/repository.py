@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from api.oee.counts import CountRows, HourRows
 from api.oee.segments import StateRows
 
 Row = dict[str, Any]
@@ -128,28 +129,6 @@ def tune(session: Session) -> None:
     queries that take a few), and room to hash their groups in memory."""
     session.execute(
         text("SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true)")
-    )
-
-
-class Segments(NamedTuple):
-    """A machine's segments as SQL array literals: bounds (µs), planned or not, bucket."""
-
-    bounds: str
-    inside: str
-    bucket: str
-    size: int  # segments (bounds - 1)
-
-
-_BOOL = {True: "t", False: "f"}
-
-
-def segments_sql(bounds: list[int], inside: list[bool], bucket: list[int]) -> Segments:
-    """The literals of a machine's segments (our own ints and booleans: nothing to escape)."""
-    return Segments(
-        "'{" + ",".join(map(str, bounds)) + "}'::bigint[]",
-        "'{" + ",".join(map(_BOOL.__getitem__, inside)) + "}'::boolean[]",
-        "'{" + ",".join(map(str, bucket)) + "}'::integer[]",
-        len(inside),
     )
 
 
@@ -322,108 +301,94 @@ def _unix_us(pg_us: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
     return np.where(us > _MAX_US - _PG_EPOCH_US, _MAX_US, us + _PG_EPOCH_US)
 
 
-_ENDS = "((c.time >= %(start)s AND c.time < %(h0)s) OR (c.time >= %(h1)s AND c.time < %(end)s))"
-
-
-def _count_sums_sql(b: str, pl: str, bk: str, segments: int) -> str:
-    def minute(column: str) -> str:
-        return _MICROS.format(_MINUTE.format(column))
-
-    raw = f"""
-        SELECT width_bucket(greatest({minute("c.time")}, %(lo)s), {b}) AS k,
-               c.product, sum(c.total) AS total, sum(c.good) AS good, sum(c.reject) AS reject
-        FROM production_counts c WHERE c.asset_id = %(id)s::integer AND @WHERE@ GROUP BY 1, 2"""
-
-    def other(than: str, first: str, last: str) -> str:
-        """The minutes of the hour whose segment (k from first to last) is of another
-        bucket or planned status than segment ``than`` (past the last bound: after the
-        window's end, now)."""
-        return f"""(
-        SELECT coalesce(bit_or((1::bigint << (m1 + 1)::integer) - (1::bigint << m0::integer)), 0)
-        FROM (SELECT greatest(0, (({b})[j] - h.us + 59999999) / 60000000) AS m0,
-                     least(59, coalesce((({b})[j + 1] - h.us + 59999999) / 60000000 - 1, 59))
-                         AS m1
-              FROM generate_series({first}, {last}) j
-              WHERE ({bk})[j] IS DISTINCT FROM ({bk})[{than}]
-                 OR ({pl})[j] IS DISTINCT FROM ({pl})[{than}]) m
-        WHERE m0 <= m1)"""
-
-    return f"""
-WITH h AS MATERIALIZED (
-    SELECT r.*, width_bucket(r.us + r.first_minute * 60000000::bigint, {b}) AS k,
-           width_bucket(r.us + r.last_minute * 60000000::bigint, {b}) AS k_last
-    FROM (SELECT r.*, r.bucket AS hour, {_MICROS.format("r.bucket")} AS us
-          FROM production_counts_1h r
-          WHERE r.asset_id = %(id)s::integer AND r.bucket >= %(h0)s AND r.bucket < %(h1)s
-          OFFSET 0) r
-),
-cut AS (
-    -- Hours whose counts span segments: may all the counts go with the first minute's
-    -- segment, or all but the first minute's with the last's?
-    SELECT h.*, minutes & {other("h.k", "h.k + 1", "h.k_last")} = 0 AS as_first,
-           minutes & ~(1::bigint << first_minute::integer)
-               & {other("h.k_last", "h.k", "h.k_last - 1")} = 0 AS as_last
-    FROM h WHERE h.k <> h.k_last
-),
-counted AS (
-    SELECT k, product, total, good, reject FROM h WHERE k = k_last
-    UNION ALL
-    SELECT k, product, total, good, reject FROM cut WHERE as_first
-    UNION ALL
-    SELECT k, product, first_total, first_good, first_reject FROM cut
-    WHERE NOT as_first AND as_last
-    UNION ALL
-    SELECT k_last, product, total - first_total, good - first_good, reject - first_reject
-    FROM cut WHERE NOT as_first AND as_last
-    UNION ALL
-    -- An hour of one product with counts on several sides: its raw rows.
-    SELECT x.* FROM cut CROSS JOIN LATERAL ({
-        raw.replace(
-            "@WHERE@",
-            "c.time >= cut.hour AND c.time < cut.hour + INTERVAL '1 hour'"
-            " AND c.product IS NOT DISTINCT FROM cut.product",
-        )
-    }
-    ) x
-    WHERE NOT as_first AND NOT as_last
-    UNION ALL
-    -- The ends of the range that are not whole hours.
-    {raw.replace("@WHERE@", _ENDS)}
-)
-SELECT ({bk})[k], ({pl})[k], product,
-       sum(total)::bigint, sum(good)::bigint, sum(reject)::bigint
-FROM counted WHERE k BETWEEN 1 AND {segments}
-GROUP BY 1, 2, 3
+# Counts for api.oee.counts, one bytea of fixed-size records per product (a hash
+# aggregate: no sort), read by numpy. Sums of the raw rows are cast back to bigint.
+_HOURS = """
+SELECT r.product, string_agg(
+    timestamptz_send(r.bucket) || int8send(r.total) || int8send(r.good) || int8send(r.reject)
+    || int8send(r.minutes) || int8send(r.first_total) || int8send(r.first_good)
+    || int8send(r.first_reject) || int2send(r.first_minute) || int2send(r.last_minute), '')
+FROM production_counts_1h r
+WHERE r.asset_id = %(id)s::integer AND r.bucket >= %(h0)s AND r.bucket < %(h1)s
+GROUP BY r.product
 """
+_HOUR_RECORD = np.dtype(
+    [("time", ">i8"), ("total", ">i8"), ("good", ">i8"), ("reject", ">i8"),
+     ("minutes", ">i8"), ("first_total", ">i8"), ("first_good", ">i8"),
+     ("first_reject", ">i8"), ("first_minute", ">i2"), ("last_minute", ">i2")]
+)  # fmt: skip
+_MINUTES = f"""
+SELECT product, string_agg(
+    timestamptz_send(minute) || int8send(total) || int8send(good) || int8send(reject), '')
+FROM (
+    SELECT {_MINUTE.format("c.time")} AS minute, c.product, sum(c.total)::bigint AS total,
+           sum(c.good)::bigint AS good, sum(c.reject)::bigint AS reject
+    FROM (
+        SELECT c.time, c.product, c.total, c.good, c.reject FROM production_counts c
+        WHERE c.asset_id = %(id)s::integer
+          AND ((c.time >= %(start)s AND c.time < %(h0)s)
+               OR (c.time >= %(h1)s AND c.time < %(end)s))
+        UNION ALL
+        SELECT c.time, c.product, c.total, c.good, c.reject
+        FROM unnest(%(hours)s::timestamptz[], %(products)s::text[]) x(hour, product)
+        JOIN production_counts c ON c.asset_id = %(id)s::integer
+         AND c.time >= x.hour AND c.time < x.hour + INTERVAL '1 hour'
+         AND c.product IS NOT DISTINCT FROM x.product
+    ) c GROUP BY 1, 2
+) m GROUP BY product
+"""
+_MINUTE_RECORD = np.dtype([("time", ">i8"), ("total", ">i8"), ("good", ">i8"), ("reject", ">i8")])
 
 
-def count_sums(
+def _records(
+    rows: list[tuple[Any, ...]], dtype: np.dtype[Any]
+) -> tuple[list[str | None], npt.NDArray[np.int64], npt.NDArray[Any]]:
+    """The products, the product index of each record, and the records of all of them."""
+    products = [r[0] for r in rows]
+    parts = [np.frombuffer(r[1] or b"", dtype=dtype) for r in rows]
+    index = np.repeat(np.arange(len(parts), dtype=np.int64), [len(x) for x in parts])
+    records = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+    return products, index, records
+
+
+def _int(column: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    return column.astype(np.int64)
+
+
+def hour_rows(
+    session: Session, *, asset_id: int, whole_hours: tuple[datetime, datetime]
+) -> HourRows:
+    """The asset's rows of production_counts_1h in ``whole_hours`` (whole UTC hours)."""
+    h0, h1 = whole_hours
+    rows = _fetch(session, _HOURS, {"id": asset_id, "h0": h0, "h1": h1})
+    products, index, r = _records(rows, _HOUR_RECORD)
+    counts = CountRows(
+        products, index, _unix_us(r["time"]), *(_int(r[k]) for k in ("total", "good", "reject"))
+    )
+    extra = ("first_minute", "last_minute", "minutes", "first_total", "first_good", "first_reject")
+    return HourRows(counts, *(_int(r[k]) for k in extra))
+
+
+def minute_rows(
     session: Session,
     *,
     asset_id: int,
-    segments: Segments,
     start: datetime,
     end: datetime,
-    lo: int,
     whole_hours: tuple[datetime, datetime],
-) -> list[tuple[Any, ...]]:
-    """Counts in [start, end) per (bucket, inside planned time, product): a count belongs
-    to the segment of its minute (not before ``lo``, the start in µs). Inside
-    ``whole_hours`` (whole UTC hours), an hour's counts of one product come from
-    production_counts_1h when its minutes show that they all lie in segments of one bucket
-    and planned status, or all but the first minute's (whose sums the row keeps apart);
-    else from the raw rows, as at the ends of the range."""
-    if not segments.size:
-        return []
-    return _fetch(
-        session,
-        _count_sums_sql(segments.bounds, segments.inside, segments.bucket, segments.size),
-        {
-            "id": asset_id,
-            "start": start,
-            "end": end,
-            "lo": lo,
-            "h0": whole_hours[0],
-            "h1": whole_hours[1],
-        },
-    )
+    hours: list[tuple[datetime, str | None]],
+) -> CountRows:
+    """The asset's counts summed per minute and product: in [start, end) outside
+    ``whole_hours``, and in each of ``hours`` (an hour's start and its product)."""
+    params = {
+        "id": asset_id,
+        "start": start,
+        "end": end,
+        "h0": whole_hours[0],
+        "h1": whole_hours[1],
+        "hours": [h for h, _ in hours],
+        "products": [x for _, x in hours],
+    }
+    products, index, r = _records(_fetch(session, _MINUTES, params), _MINUTE_RECORD)
+    return CountRows(products, index, _unix_us(r["time"]), _int(r["total"]), _int(r["good"]),
+                     _int(r["reject"]))  # fmt: skip

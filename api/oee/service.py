@@ -46,8 +46,8 @@ from api.calendar import (
     shift_windows,
 )
 from api.errors import Invalid, NotFound
+from api.oee import counts, segments
 from api.oee import repository as repo
-from api.oee import segments
 from api.oee.calc import (
     DEFAULT_STATE_CLASSES,
     BucketResult,
@@ -61,6 +61,7 @@ from api.oee.calc import (
 from api.oee.schemas import Losses, OeeBucket, OeeFigures, OeeResponse
 
 COMBINED = ("site", "area")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +220,6 @@ def _member(
         running_states=sorted(s for s, c in classes.items() if c is LossClass.RUNNING),
     )
     p = segments.plan(fr, excluded)
-    arrays = repo.segments_sql(p.bounds, p.inside, p.bucket)
     rows = repo.state_rows(
         session,
         asset_id=machine_id,
@@ -230,33 +230,31 @@ def _member(
         known=sorted(classes),
     )
     states, notes = segments.cut_states(p, rows, segments.threshold_us(micro_s))
-    counts = _count_sums(session, machine_id, arrays, fr, start=start, end=end)
-    cycles = _cycles(session, machine_id, counts)
-    return segments.MachineSums(p, states, counts, cycles, notes)
+    sums = _count_sums(session, machine_id, p, start=start, end=end)
+    return segments.MachineSums(p, states, sums, _cycles(session, machine_id, sums), notes)
 
 
 def _count_sums(
-    session: Session,
-    machine_id: int,
-    arrays: repo.Segments,
-    fr: segments.Frame,
-    *,
-    start: datetime,
-    end: datetime,
+    session: Session, machine_id: int, p: segments.Plan, *, start: datetime, end: datetime
 ) -> list[segments.CountSum]:
-    rows = repo.count_sums(
-        session,
-        asset_id=machine_id,
-        segments=arrays,
-        start=start,
-        end=end,
-        lo=fr.lo,
-        whole_hours=_whole_hours(start, end),
-    )
-    return [
-        segments.CountSum(int(b), bool(i), product, int(t), int(g), int(r))
-        for b, i, product, t, g, r in rows
+    """The machine's counts per (bucket, planned or not, product): whole hours from the
+    hourly rollup where it tells where they go, the rest minute by minute (api.oee.counts)."""
+    if not p.bounds:
+        return []
+    whole = _whole_hours(start, end)
+    hours = repo.hour_rows(session, asset_id=machine_id, whole_hours=whole)
+    placed, raw = counts.cut_hours(p, hours)
+    c = hours.counts
+    read = [
+        (_EPOCH + timedelta(microseconds=t), c.products[i])
+        for t, i in zip(c.time[raw].tolist(), c.product[raw].tolist(), strict=True)
     ]
+    if read or whole[0] > start or whole[1] < end:
+        minutes = repo.minute_rows(
+            session, asset_id=machine_id, start=start, end=end, whole_hours=whole, hours=read
+        )
+        placed.append(counts.cut_minutes(p, minutes))
+    return counts.count_sums(p, placed)
 
 
 def _checked_micro(seconds: float) -> float:

@@ -22,10 +22,10 @@ PRODUCTS = ["A", "B", None]
 def _minute_rows(rows: list[tuple[int, int, int, int]]) -> counts.CountRows:
     """(minute index from T0, product index, good, reject): summed per minute and product."""
     sums: dict[tuple[int, int], list[int]] = {}
-    for m, product, good, reject in rows:
+    for m, product, g, r in rows:
         acc = sums.setdefault((m, product), [0, 0])
-        acc[0] += good
-        acc[1] += reject
+        acc[0] += g
+        acc[1] += r
     keys = sorted(sums)
     good = np.array([sums[k][0] for k in keys], dtype=np.int64)
     reject = np.array([sums[k][1] for k in keys], dtype=np.int64)

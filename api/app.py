@@ -27,6 +27,7 @@ from api.db import make_engine
 from api.downtime.routes import router as downtime_router
 from api.errors import install_handlers
 from api.live.routes import router as live_router
+from api.oee.parallel import Helpers
 from api.oee.routes import router as oee_router
 from api.planning.routes import router as planning_router
 from api.production.routes import router as production_router
@@ -68,6 +69,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        app.state.oee_helpers.close()
         app.state.engine.dispose()
 
     app = FastAPI(
@@ -79,6 +81,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings)
+    app.state.oee_helpers = Helpers(
+        make_engine(settings, pool_size=max(settings.oee_workers, 1)), settings.oee_workers
+    )
     install_handlers(app)
     if settings.cors_origins:
         app.add_middleware(

@@ -49,6 +49,8 @@ class ApiSettings(BaseSettings):
     max_overflow: int = Field(default=10, ge=0, le=100)
     pool_timeout_s: float = Field(default=10.0, gt=0)
     statement_timeout_s: float = Field(default=30.0, gt=0)
+    # Helper connections that compute a site's lines side by side (0: one after another).
+    oee_workers: int = Field(default=2, ge=0, le=16)
 
     @model_validator(mode="after")
     def _no_default_secrets(self) -> ApiSettings:

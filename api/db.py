@@ -38,13 +38,14 @@ def sqlalchemy_url(url: str) -> str:
     return _SCHEME.sub("postgresql+psycopg://", url.strip(), count=1)
 
 
-def make_engine(settings: ApiSettings) -> Engine:
-    """An engine with a bounded pool and a statement timeout (no query runs away)."""
+def make_engine(settings: ApiSettings, *, pool_size: int | None = None) -> Engine:
+    """An engine with a bounded pool and a statement timeout (no query runs away).
+    ``pool_size``: a fixed pool of that many connections instead of the settings' pool."""
     timeout_ms = int(settings.statement_timeout_s * 1000)
     return create_engine(
         sqlalchemy_url(settings.database_url),
-        pool_size=settings.pool_size,
-        max_overflow=settings.max_overflow,
+        pool_size=pool_size or settings.pool_size,
+        max_overflow=settings.max_overflow if pool_size is None else 0,
         pool_timeout=settings.pool_timeout_s,
         pool_pre_ping=True,
         pool_recycle=1800,

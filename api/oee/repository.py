@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from api.oee.calc import LossClass
 from api.oee.counts import CountRows, HourRows
-from api.oee.segments import StateRows
+from api.oee.segments import RUNNING, STOPPED, UNMAPPED, StateRows
 
 Row = dict[str, Any]
 # date_bin origin spelled in UTC so the session time zone cannot shift it.
@@ -197,22 +199,17 @@ WHERE (a.path = %(path)s OR left(%(path)s, length(a.path) + 1) = a.path || '/')
 """
 
 
-# The same without operators' reasons (the usual case: a cheaper statement).
-_EXCLUDED_PLAIN = f"""
-SELECT iv.s, iv.e FROM ({_STATES}) iv
-WHERE iv.e > iv.s AND (iv.state = ANY(%(planned_states)s::text[])
-   OR (iv.code IN (SELECT code FROM downtime_reasons WHERE planned)
-       AND iv.state <> ALL(%(running)s::text[])))
-UNION ALL
-SELECT {_MICROS.format("p.start_time")}, {_MICROS.format("p.end_time")}
-FROM planned_downtime p JOIN assets a ON a.id = p.asset_id
-WHERE (a.path = %(path)s OR left(%(path)s, length(a.path) + 1) = a.path || '/')
-  AND p.start_time < %(end)s AND p.end_time > %(start)s
+# Planned downtime of the asset or any asset above it, as one bytea of start/end records;
+# and whether an operator's reason overlaps the range (then _EXCLUDED decides planned stops).
+_DOWNTIME = """
+SELECT EXISTS (SELECT FROM stop_reasons sr WHERE sr.asset_id = %(id)s::integer
+               AND tstzrange(sr.start_time, sr.end_time) && tstzrange(%(start)s, %(end)s)),
+       (SELECT string_agg(timestamptz_send(p.start_time) || timestamptz_send(p.end_time), '')
+        FROM planned_downtime p JOIN assets a ON a.id = p.asset_id
+        WHERE (a.path = %(path)s OR left(%(path)s, length(a.path) + 1) = a.path || '/')
+          AND p.start_time < %(end)s AND p.end_time > %(start)s)
 """
-_HAS_ASSIGNED = (
-    "SELECT EXISTS (SELECT FROM stop_reasons sr WHERE sr.asset_id = %(id)s::integer"
-    " AND tstzrange(sr.start_time, sr.end_time) && tstzrange(%(start)s, %(end)s))"
-)
+_SPAN_RECORD = np.dtype([("start", ">i8"), ("end", ">i8")])
 
 
 def excluded_spans(
@@ -223,47 +220,53 @@ def excluded_spans(
     start: datetime,
     end: datetime,
     open_end: int,
-    planned_states: list[str],
-    running_states: list[str],
+    states: MachineStates,
 ) -> list[tuple[int, int]]:
     """Time out of planned production (µs spans, unsorted): planned downtime of the asset or
     any asset above it, and its planned stops (a planned_down state, or a stop whose
     effective reason is planned: an operator's where one covers it, else the machine's)."""
-    params = {
-        "id": asset_id,
-        "path": path,
-        "start": start,
-        "end": end,
-        "open_end": open_end,
-        "planned_states": planned_states,
-        "running": running_states,
-    }
-    assigned = bool(_fetch(session, _HAS_ASSIGNED, params)[0][0])
-    rows = _fetch(session, _EXCLUDED if assigned else _EXCLUDED_PLAIN, params)
-    return [(int(a), int(b)) for a, b in rows]
+    params = {"id": asset_id, "path": path, "start": start, "end": end}
+    assigned, downtime = _fetch(session, _DOWNTIME, params)[0]
+    if not assigned:
+        spans = np.frombuffer(downtime or b"", dtype=_SPAN_RECORD)
+        return states.planned_stops + list(
+            zip(_unix_us(spans["start"]).tolist(), _unix_us(spans["end"]).tolist(), strict=True)
+        )
+    params.update(
+        open_end=open_end,
+        planned_states=sorted(states.planned_states),
+        running=sorted(states.running),
+    )
+    return [(int(a), int(b)) for a, b in _fetch(session, _EXCLUDED, params)]
 
 
-# A machine's state intervals overlapping the range as one bytea of 17-byte records: start
-# and end as timestamptz_send gives them (int64 µs since 2000-01-01, exact and cheap to
-# make, where extract(epoch ...) goes through numeric), and what the state is to OEE (one
-# byte: api.oee.segments' UNMAPPED, RUNNING or STOPPED). numpy reads it without a Python
-# object per row: a year of one machine is some 20,000 intervals.
+# A machine's state intervals overlapping the range, one bytea of start/end records per
+# state and planned reason or not (a hash aggregate: no sort): timestamptz_send gives int64
+# µs since 2000-01-01, exact and cheap to make where extract(epoch ...) goes through
+# numeric, and numpy reads it without a Python object per row (a year of one machine is
+# some 20,000 intervals).
 _STATE_ROWS = """
-SELECT string_agg(
-    timestamptz_send(i.start_time)
-    || coalesce(timestamptz_send(i.end_time), int8send(%(open_end)s::bigint))
-    || CASE WHEN i.state = ANY(%(running)s::text[]) THEN '\\x01'::bytea
-            WHEN i.state = ANY(%(known)s::text[]) THEN '\\x02'::bytea
-            ELSE '\\x00'::bytea END, '')
+SELECT i.state, coalesce(i.code IN (SELECT code FROM downtime_reasons WHERE planned), false),
+       string_agg(timestamptz_send(i.start_time)
+                  || coalesce(timestamptz_send(i.end_time), int8send(%(open_end)s::bigint)), '')
 FROM state_intervals i
 WHERE i.asset_id = %(id)s::integer
   AND tstzrange(i.start_time, coalesce(i.end_time, 'infinity'::timestamptz))
       && tstzrange(%(start)s, %(end)s)
+GROUP BY 1, 2
 """
-_STATE_RECORD = np.dtype([("start", ">i8"), ("end", ">i8"), ("kind", "u1")])
 # timestamptz_send counts from 2000-01-01; the rest of the OEE code from 1970-01-01.
 _PG_EPOCH_US = 946_684_800_000_000
 _MAX_US = np.iinfo(np.int64).max
+
+
+class MachineStates(NamedTuple):
+    """A machine's states in the window, and its planned stops as the machine gives them."""
+
+    rows: StateRows
+    planned_stops: list[tuple[int, int]]  # a planned_down state, or a planned reason's stop
+    running: frozenset[str]
+    planned_states: frozenset[str]
 
 
 def state_rows(
@@ -273,26 +276,34 @@ def state_rows(
     start: datetime,
     end: datetime,
     open_end: int,
-    running: list[str],
-    known: list[str],
-) -> StateRows:
+    classes: Mapping[str, LossClass],
+) -> MachineStates:
     """The asset's state intervals overlapping [start, end), in µs (an open one ends at
-    ``open_end``), with their kind: RUNNING (a state in ``running``), STOPPED (another state
-    in ``known``) or UNMAPPED."""
-    (data,) = _fetch(
-        session,
-        _STATE_ROWS,
-        {
-            "id": asset_id,
-            "start": start,
-            "end": end,
-            "open_end": open_end - _PG_EPOCH_US,
-            "running": running,
-            "known": known,
-        },
-    )[0]
-    records = np.frombuffer(data or b"", dtype=_STATE_RECORD)
-    return StateRows(_unix_us(records["start"]), _unix_us(records["end"]), records["kind"])
+    ``open_end``), with their kind by ``classes``: RUNNING, STOPPED (another state it
+    knows) or UNMAPPED."""
+    running = frozenset(s for s, c in classes.items() if c is LossClass.RUNNING)
+    planned_states = frozenset(s for s, c in classes.items() if c is LossClass.PLANNED_DOWN)
+    params = {"id": asset_id, "start": start, "end": end, "open_end": open_end - _PG_EPOCH_US}
+    starts, ends, kinds = [], [], []
+    planned: list[tuple[int, int]] = []
+    for state, planned_code, data in _fetch(session, _STATE_ROWS, params):
+        spans = np.frombuffer(data, dtype=_SPAN_RECORD)
+        s, e = _unix_us(spans["start"]), _unix_us(spans["end"])
+        starts.append(s)
+        ends.append(e)
+        kind = RUNNING if state in running else STOPPED if state in classes else UNMAPPED
+        kinds.append(np.full(len(s), kind, dtype=np.uint8))
+        if state in planned_states or (planned_code and state not in running):
+            timed = e > s
+            planned += zip(s[timed].tolist(), e[timed].tolist(), strict=True)
+    rows = StateRows(
+        *(_cat(x, t) for x, t in ((starts, np.int64), (ends, np.int64), (kinds, np.uint8)))
+    )
+    return MachineStates(rows, planned, running, planned_states)
+
+
+def _cat(parts: list[npt.NDArray[Any]], dtype: type[Any]) -> npt.NDArray[Any]:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
 
 
 def _unix_us(pg_us: npt.NDArray[Any]) -> npt.NDArray[np.int64]:

@@ -45,4 +45,5 @@ def get_oee(
         end=end,
         bucket=bucket,
         max_range_days=request.app.state.settings.max_range_days,
+        helpers=request.app.state.oee_helpers,
     )

@@ -58,6 +58,7 @@ from api.oee.calc import (
     check_ideal_cycles,
     rollup,
 )
+from api.oee.parallel import Helpers
 from api.oee.schemas import Losses, OeeBucket, OeeFigures, OeeResponse
 
 COMBINED = ("site", "area")
@@ -83,8 +84,10 @@ def oee(
     bucket: Bucket,
     max_range_days: int,
     now: datetime | None = None,
+    helpers: Helpers | None = None,
 ) -> OeeResponse:
-    """OEE of an asset over [start, end), whole and by ``bucket``."""
+    """OEE of an asset over [start, end), whole and by ``bucket``; ``helpers`` compute a
+    site's lines side by side."""
     _check_range(start, end, max_range_days)
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     asset = repo.asset_with_site(session, asset_id)
@@ -99,7 +102,14 @@ def oee(
         now = now or datetime.now(UTC)
         shifts = None if cal.windows is None else [TimeRange(w.start, w.end) for w in windows]
         fr = segments.frame(TimeRange(start, end), shifts=shifts, edges=edges, now=now)
-        parts = [_member(session, m, fr, start=start, end=end) for m in members]
+
+        def member(s: Session, m: dict[str, Any]) -> segments.MachineSums:
+            return _member(s, m, fr, start=start, end=end)
+
+        if helpers is None or len(members) == 1:
+            parts = [member(session, m) for m in members]
+        else:
+            parts = helpers.map(session, member, members, setup=repo.tune)
     except (OeeInputError, CalendarError) as err:
         raise Invalid(f"the stored data cannot be evaluated: {err}", field="asset_id") from None
     results = segments.assemble(fr, parts)  # a site's lines summed per bucket (rollup)
@@ -209,6 +219,9 @@ def _member(
     classes = dict(DEFAULT_STATE_CLASSES)
     classes.update({s: LossClass(c) for s, c in repo.loss_classes(session, machine_id).items()})
     micro_s = _checked_micro(repo.micro_stop_s(session, machine_id))
+    found = repo.state_rows(
+        session, asset_id=machine_id, start=start, end=end, open_end=fr.open_end, classes=classes
+    )
     excluded = repo.excluded_spans(
         session,
         asset_id=machine_id,
@@ -216,20 +229,10 @@ def _member(
         start=start,
         end=end,
         open_end=fr.open_end,
-        planned_states=sorted(s for s, c in classes.items() if c is LossClass.PLANNED_DOWN),
-        running_states=sorted(s for s, c in classes.items() if c is LossClass.RUNNING),
+        states=found,
     )
     p = segments.plan(fr, excluded)
-    rows = repo.state_rows(
-        session,
-        asset_id=machine_id,
-        start=start,
-        end=end,
-        open_end=fr.open_end,
-        running=sorted(s for s, c in classes.items() if c is LossClass.RUNNING),
-        known=sorted(classes),
-    )
-    states, notes = segments.cut_states(p, rows, segments.threshold_us(micro_s))
+    states, notes = segments.cut_states(p, found.rows, segments.threshold_us(micro_s))
     sums = _count_sums(session, machine_id, p, start=start, end=end)
     return segments.MachineSums(p, states, sums, _cycles(session, machine_id, sums), notes)
 

@@ -46,6 +46,7 @@ def api_app(api_settings: ApiSettings) -> Iterator[FastAPI]:
     """The application."""
     app = create_app(api_settings)
     yield app
+    app.state.oee_helpers.close()
     app.state.engine.dispose()
 
 

@@ -247,8 +247,26 @@ def _ideal_time(mix: Iterable[CycleCount], *, good_only: bool) -> Fraction | Non
     return Fraction(num, den)
 
 
-def _ratio(num: Fraction | int, den: Fraction | int) -> float | None:
-    return float(Fraction(num) / den) if den else None
+class _Q(NamedTuple):
+    """An exact ratio without Fraction's gcd: a time in µs as seconds, say."""
+
+    numerator: int
+    denominator: int
+
+
+_Exact = Fraction | int | _Q
+
+
+def _ratio(num: _Exact, den: _Exact) -> float | None:
+    """num / den, correctly rounded (None when den is 0). CPython divides ints correctly
+    rounded, as float(Fraction) does (it divides the same way), so no Fraction is made."""
+    if not den.numerator:
+        return None
+    return (num.numerator * den.denominator) / (num.denominator * den.numerator)
+
+
+def _s(us: int) -> _Q:
+    return _Q(us, US_PER_S)
 
 
 def _seconds(us: int) -> float:
@@ -374,7 +392,7 @@ class OeeResult:
     def performance(self) -> float | None:
         """Ideal time / run time (not clipped)."""
         ideal = self._ideal(good_only=False)
-        return None if ideal is None else _ratio(ideal, Fraction(self.run_us, US_PER_S))
+        return None if ideal is None else _ratio(ideal, _s(self.run_us))
 
     @property
     def count_quality(self) -> float | None:
@@ -393,9 +411,7 @@ class OeeResult:
     def oee(self) -> float | None:
         """Good ideal time / planned production time (= A × P × Q)."""
         good_ideal = self._ideal(good_only=True)
-        return (
-            None if good_ideal is None else _ratio(good_ideal, Fraction(self.planned_us, US_PER_S))
-        )
+        return None if good_ideal is None else _ratio(good_ideal, _s(self.planned_us))
 
     @property
     def teep(self) -> float | None:
@@ -403,19 +419,17 @@ class OeeResult:
         good_ideal = self._ideal(good_only=True)
         if not self.planned_us:
             return None
-        return (
-            None if good_ideal is None else _ratio(good_ideal, Fraction(self.calendar_us, US_PER_S))
-        )
+        return None if good_ideal is None else _ratio(good_ideal, _s(self.calendar_us))
 
     @property
     def mtbf_s(self) -> float | None:
         """Run time / failures."""
-        return _ratio(Fraction(self.run_us, US_PER_S), self.failures)
+        return _ratio(_s(self.run_us), self.failures)
 
     @property
     def mttr_s(self) -> float | None:
         """Unplanned stop time (gaps excluded) / failures."""
-        return _ratio(Fraction(self.down_us - self.no_data_us, US_PER_S), self.failures)
+        return _ratio(_s(self.down_us - self.no_data_us), self.failures)
 
     # --- losses in seconds
     @property
@@ -427,7 +441,10 @@ class OeeResult:
     def performance_loss_s(self) -> float | None:
         """Run − ideal time (negative when performance is above 100 %)."""
         ideal = self._ideal(good_only=False)
-        return None if ideal is None else float(Fraction(self.run_us, US_PER_S) - ideal)
+        if ideal is None:
+            return None
+        d = ideal.denominator
+        return (self.run_us * d - ideal.numerator * US_PER_S) / (US_PER_S * d)
 
     @property
     def quality_loss_s(self) -> float | None:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.oee.calc import LossClass
 from api.oee.counts import CountRows, HourRows
-from api.oee.segments import RUNNING, STOPPED, UNMAPPED, StateRows
+from api.oee.segments import RUNNING, STOPPED, UNMAPPED, Spans, StateRows, spans_of
 
 Row = dict[str, Any]
 # date_bin origin spelled in UTC so the session time zone cannot shift it.
@@ -221,7 +221,7 @@ def excluded_spans(
     end: datetime,
     open_end: int,
     states: MachineStates,
-) -> list[tuple[int, int]]:
+) -> Spans:
     """Time out of planned production (µs spans, unsorted): planned downtime of the asset or
     any asset above it, and its planned stops (a planned_down state, or a stop whose
     effective reason is planned: an operator's where one covers it, else the machine's)."""
@@ -229,15 +229,16 @@ def excluded_spans(
     assigned, downtime = _fetch(session, _DOWNTIME, params)[0]
     if not assigned:
         spans = np.frombuffer(downtime or b"", dtype=_SPAN_RECORD)
-        return states.planned_stops + list(
-            zip(_unix_us(spans["start"]).tolist(), _unix_us(spans["end"]).tolist(), strict=True)
+        return Spans(
+            np.concatenate((states.planned_stops.start, _unix_us(spans["start"]))),
+            np.concatenate((states.planned_stops.end, _unix_us(spans["end"]))),
         )
     params.update(
         open_end=open_end,
         planned_states=sorted(states.planned_states),
         running=sorted(states.running),
     )
-    return [(int(a), int(b)) for a, b in _fetch(session, _EXCLUDED, params)]
+    return spans_of((int(a), int(b)) for a, b in _fetch(session, _EXCLUDED, params))
 
 
 # A machine's state intervals overlapping the range, one bytea of start/end records per
@@ -264,7 +265,7 @@ class MachineStates(NamedTuple):
     """A machine's states in the window, and its planned stops as the machine gives them."""
 
     rows: StateRows
-    planned_stops: list[tuple[int, int]]  # a planned_down state, or a planned reason's stop
+    planned_stops: Spans  # a planned_down state, or a stop of a planned reason
     running: frozenset[str]
     planned_states: frozenset[str]
 
@@ -284,8 +285,7 @@ def state_rows(
     running = frozenset(s for s, c in classes.items() if c is LossClass.RUNNING)
     planned_states = frozenset(s for s, c in classes.items() if c is LossClass.PLANNED_DOWN)
     params = {"id": asset_id, "start": start, "end": end, "open_end": open_end - _PG_EPOCH_US}
-    starts, ends, kinds = [], [], []
-    planned: list[tuple[int, int]] = []
+    starts, ends, kinds, planned = [], [], [], []
     for state, planned_code, data in _fetch(session, _STATE_ROWS, params):
         spans = np.frombuffer(data, dtype=_SPAN_RECORD)
         s, e = _unix_us(spans["start"]), _unix_us(spans["end"])
@@ -293,13 +293,13 @@ def state_rows(
         ends.append(e)
         kind = RUNNING if state in running else STOPPED if state in classes else UNMAPPED
         kinds.append(np.full(len(s), kind, dtype=np.uint8))
-        if state in planned_states or (planned_code and state not in running):
-            timed = e > s
-            planned += zip(s[timed].tolist(), e[timed].tolist(), strict=True)
+        planned.append(state in planned_states or (planned_code and state not in running))
     rows = StateRows(
         *(_cat(x, t) for x, t in ((starts, np.int64), (ends, np.int64), (kinds, np.uint8)))
     )
-    return MachineStates(rows, planned, running, planned_states)
+    stop = np.repeat(np.array(planned, dtype=np.bool_), [len(k) for k in kinds])
+    stop &= rows.end > rows.start
+    return MachineStates(rows, Spans(rows.start[stop], rows.end[stop]), running, planned_states)
 
 
 def _cat(parts: list[npt.NDArray[Any]], dtype: type[Any]) -> npt.NDArray[Any]:

@@ -37,7 +37,7 @@ from api.oee.calc import (
     merge_mix,
     window_limits,
 )
-from api.oee.timeline import US_PER_S, Span, SpanIndex, subtract, to_us, union
+from api.oee.timeline import US_PER_S, Span, SpanIndex, to_us, union
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,42 +74,100 @@ class Plan:
     """One machine's segments: bounds (µs, ``lo`` to ``hi``), planned or not, bucket."""
 
     frame: Frame
-    planned: SpanIndex
+    planned_spans: Spans
     bounds: list[int]  # empty when the window has no time left (hi == lo)
     inside: list[bool]  # per segment: planned production time
     bucket: list[int]  # per segment: index into the frame's buckets
+    planned_us: list[int] = field(default_factory=list)  # per bucket: planned time in it
+
+    @property
+    def planned(self) -> SpanIndex:
+        """Planned production time."""
+        s = self.planned_spans
+        return SpanIndex(list(zip(s.start.tolist(), s.end.tolist(), strict=True)))
 
 
-def plan(fr: Frame, excluded: Iterable[Span]) -> Plan:
+class Spans(NamedTuple):
+    """Spans as two arrays of µs (starts, ends): what numpy works on."""
+
+    start: npt.NDArray[np.int64]
+    end: npt.NDArray[np.int64]
+
+
+def spans_of(spans: Iterable[Span]) -> Spans:
+    pairs = list(spans)
+    return Spans(
+        np.array([a for a, _ in pairs], dtype=np.int64),
+        np.array([b for _, b in pairs], dtype=np.int64),
+    )
+
+
+def plan(fr: Frame, excluded: Iterable[Span] | Spans) -> Plan:
     """Segments of one machine: ``excluded`` (planned downtime and planned stops) is taken
-    out of the scheduled time to give planned production time."""
-    planned = SpanIndex(subtract(fr.scheduled.spans, union(excluded)))
+    out of the scheduled time to give planned production time. numpy does what
+    :func:`api.oee.timeline.subtract` and :func:`~api.oee.timeline.union` do, to the same
+    spans: a year of a machine can have thousands of planned stops."""
+    holes = _union(excluded if isinstance(excluded, Spans) else spans_of(excluded))
+    planned = _subtract(spans_of(fr.scheduled.spans), holes)
     if fr.hi <= fr.lo:
-        return Plan(fr, planned, [], [], [])
-    cuts = {fr.lo, fr.hi, *(t for t in fr.point_us if fr.lo < t < fr.hi)}
-    cuts.update(t for span in planned.spans for t in span)
-    bounds = sorted(cuts)
-    return Plan(fr, planned, bounds, *_walk(bounds, planned.spans, fr.point_us))
+        return Plan(fr, planned, [], [], [], [0] * (len(fr.points) - 1))
+    points = np.asarray(fr.point_us, dtype=np.int64)
+    inner = points[(points > fr.lo) & (points < fr.hi)]
+    bounds = np.unique(np.concatenate(([fr.lo, fr.hi], inner, planned.start, planned.end)))
+    starts = bounds[:-1]
+    j = np.searchsorted(planned.start, starts, side="right") - 1
+    ends = planned.end[np.maximum(j, 0)] if len(planned.end) else starts
+    inside = (j >= 0) & (starts < ends)
+    bucket = np.searchsorted(points[1:], starts, side="right")
+    # Planned time per bucket, over the bucket's part of the window (as assemble cuts it).
+    a = np.clip(points[:-1], fr.lo, fr.hi)
+    b = np.maximum(np.minimum(points[1:], fr.hi), a)
+    per_bucket = _covered_before(planned, b) - _covered_before(planned, a)
+    return Plan(fr, planned, bounds.tolist(), inside.tolist(), bucket.tolist(), per_bucket.tolist())
 
 
-def _walk(bounds: list[int], spans: list[Span], points: list[int]) -> tuple[list[bool], list[int]]:
-    """Per segment, planned or not and its bucket: one walk, all three being sorted."""
-    inside, bucket = [], []
-    ends = [b for _, b in spans] + [_FAR]  # a sentinel span that never starts
-    starts = [a for a, _ in spans] + [_FAR]
-    nexts = [*points[1:], _FAR]
-    j = i = 0
-    for t in bounds[:-1]:
-        while ends[j] <= t:
-            j += 1
-        inside.append(starts[j] <= t)
-        while nexts[i] <= t:
-            i += 1
-        bucket.append(i)
-    return inside, bucket
+def _union(s: Spans) -> Spans:
+    """Sorted, disjoint spans covering the same time; empty spans dropped, touching ones
+    merged (:func:`api.oee.timeline.union`)."""
+    keep = s.end > s.start
+    start, end = s.start[keep], s.end[keep]
+    order = np.lexsort((end, start))
+    start, end = start[order], end[order]
+    if not len(start):
+        return Spans(start, end)
+    reach = np.maximum.accumulate(end)
+    first = np.concatenate(([True], start[1:] > reach[:-1]))
+    last = np.concatenate((np.flatnonzero(first)[1:] - 1, [len(start) - 1]))
+    return Spans(start[first], reach[last])
 
 
-_FAR = 2**63
+_INF = np.iinfo(np.int64).max
+
+
+def _subtract(spans: Spans, holes: Spans) -> Spans:
+    """``spans`` minus ``holes``, both from :func:`_union` (:func:`api.oee.timeline.subtract`):
+    the spans' time that the gaps between the holes cover."""
+    gap_start = np.concatenate(([-_INF], holes.end))
+    gap_end = np.concatenate((holes.start, [_INF]))
+    times = np.concatenate((spans.start, gap_start, spans.end, gap_end))
+    n = len(spans.start) + len(gap_start)
+    step = np.concatenate((np.ones(n, dtype=np.int64), -np.ones(n, dtype=np.int64)))
+    order = np.lexsort((step, times))  # at one instant, ends before starts
+    times, depth = times[order], np.cumsum(step[order])
+    both = np.flatnonzero(depth[:-1] == 2)
+    start, end = times[both], times[both + 1]
+    keep = end > start
+    return Spans(start[keep], end[keep])
+
+
+def _covered_before(s: Spans, t: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Covered length of the (sorted, disjoint) spans before each t (SpanIndex._before)."""
+    if not len(s.start):
+        return np.zeros(len(t), dtype=np.int64)
+    prefix = np.concatenate(([0], np.cumsum(s.end - s.start)))
+    i = np.searchsorted(s.start, t, side="right")  # the spans that start at or before t
+    prev = np.maximum(i - 1, 0)
+    return np.where(i > 0, prefix[prev] + np.minimum(t, s.end[prev]) - s.start[prev], 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +295,7 @@ def assemble(fr: Frame, machines: Sequence[MachineSums]) -> list[BucketResult]:
     ranges = [(max(a, fr.lo), max(min(b, fr.hi), max(a, fr.lo))) for a, b in pairwise(fr.point_us)]
     acc = [_Bucket() for _ in ranges]
     for m in machines:
-        _add(acc, ranges, m)
+        _add(acc, m)
     notes = tuple(sorted({n for m in machines for n in m.notes}))
     out = []
     for i, ((lo, hi), b) in enumerate(zip(ranges, acc, strict=True)):
@@ -247,9 +305,9 @@ def assemble(fr: Frame, machines: Sequence[MachineSums]) -> list[BucketResult]:
     return out
 
 
-def _add(acc: list[_Bucket], ranges: list[tuple[int, int]], m: MachineSums) -> None:
-    for b, (lo, hi) in zip(acc, ranges, strict=True):
-        b.planned_us += m.plan.planned.covered(lo, hi)
+def _add(acc: list[_Bucket], m: MachineSums) -> None:
+    for b, planned in zip(acc, m.plan.planned_us, strict=True):
+        b.planned_us += planned
     for i, s in m.states.items():
         b = acc[i]
         b.run_us += s.run_us

@@ -111,24 +111,26 @@ def micro_stop_s(session: Session, asset_id: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-# Sums per bucket for api/oee/segments.py: the database cuts and adds, Python assembles.
+# The rows behind api/oee/segments.py and api/oee/counts.py.
 #
-# Times are integer microseconds since the epoch here, as in api.oee.timeline (extract is
-# exact: numeric with microseconds). The segment arrays (bounds, planned or not, bucket)
-# go into the statement as literals, not parameters: PostgreSQL handles an array that came
-# as a parameter several times slower per use (measured: 30 ms against 6 ms for 20,000
-# lookups in 5,000 bounds), and these arrays are read for every row. Those statements run
-# on psycopg directly, never prepared, so that neither SQLAlchemy's compiled cache nor
-# psycopg's prepared-statement bookkeeping keeps their one-off text.
+# Times are integer microseconds since the epoch here, as in api.oee.timeline. Bulk rows
+# come as one bytea of fixed-size big-endian records per group, which numpy reads without
+# a Python object per row; timestamptz_send gives a time as PostgreSQL holds it (int64 µs
+# since 2000-01-01: exact, and cheap to make where extract(epoch ...) goes through
+# numeric). Operators' reasons (_EXCLUDED) still cut stops in SQL, with multiranges; there
+# extract's µs are exact too. These statements run on psycopg directly, never prepared,
+# so that neither SQLAlchemy's compiled cache nor psycopg's prepared-statement
+# bookkeeping keeps them.
 
 _MICROS = "(extract(epoch FROM {0}) * 1000000)::bigint"
 _MINUTE = "date_bin('1 minute', {0}, " + _ORIGIN + ")"
 
 
 def tune(session: Session) -> None:
-    """Settings for the segment queries, for the rest of this transaction: no JIT (their
-    row estimates are far too high, and compiling would cost hundreds of milliseconds for
-    queries that take a few), and room to hash their groups in memory."""
+    """Settings for the OEE queries, for the rest of this transaction: no JIT (row
+    estimates of the operator-reason statement run far too high, and compiling would cost
+    hundreds of milliseconds for queries that take a few), and room to hash groups in
+    memory."""
     session.execute(
         text("SELECT set_config('jit', 'off', true), set_config('work_mem', '64MB', true)")
     )

@@ -1,20 +1,19 @@
-"""OEE by bucket from sums the database makes: the window cut into segments (pure).
+"""OEE by bucket from a machine's rows cut into segments (pure, numpy).
 
-:func:`api.oee.calc.compute_buckets` takes every state interval and count row into Python;
-a year of per-minute counts and tens of thousands of intervals take seconds that way. Here
-the window is cut at every bucket edge and every edge of planned production time into
-*segments*: inside one, the bucket and whether the time is planned do not change. So the
-database can sum, per bucket, the pieces of the states and the counts (see
-``api/oee/repository.py``) from three arrays: the segments' bounds, whether each is
-planned, and its bucket. :func:`assemble` turns those sums into the OeeResults
-compute_buckets gives for the same rows: the same rules, the same integers (the tests
-hold the two equal).
+:func:`api.oee.calc.compute_buckets` takes every state interval and count row into Python
+objects; a year of per-minute counts and tens of thousands of intervals take seconds that
+way. Here the window is cut at every bucket edge and every edge of planned production
+time into *segments*: inside one, the bucket and whether the time is planned do not
+change. numpy cuts the state intervals into their pieces per segment (:func:`cut_states`)
+and :mod:`api.oee.counts` places the counts, from arrays the database sends as bytes
+(``api/oee/repository.py``): no Python object per row. :func:`assemble` turns the sums into
+the OeeResults compute_buckets gives for the same rows: the same rules, the same integers
+(the tests hold the two equal).
 
-The database needs to know of a state only whether it is running and its whole length
-(micro-stops): a planned stop's time lies outside planned production time by
-construction, so summing it like any stop adds nothing. The planned stops themselves
-come first, with the planned downtime, as the spans :func:`plan` takes out of the
-schedule.
+Of a state only whether it is running and its whole length (micro-stops) matter here: a
+planned stop's time lies outside planned production time by construction, so summing it
+like any stop adds nothing. The planned stops themselves come first, with the planned
+downtime, as the spans :func:`plan` takes out of the schedule.
 """
 
 from __future__ import annotations

@@ -18,12 +18,13 @@ flag ``no_shift_calendar``). Planned downtime of the asset and of every asset ab
 counts. A count belongs to the bucket of its minute.
 
 The figures are those of :func:`api.oee.calc.compute_buckets` on the machine's rows, but
-the rows never come to Python: per machine, the planned stops and planned downtime come
-first (a few spans), :mod:`api.oee.segments` cuts the window at every bucket edge and
-every edge of planned time, and the database sums the states and the counts per bucket
-over those segments (``api/oee/repository.py``; whole hours of counts from the hourly
-rollup ``production_counts_1h``). A year of one machine is a few thousand rows summed in
-SQL instead of hundreds of thousands read into Python.
+no row becomes a Python object: per machine, the database sends the state intervals (with
+the planned stops among them), the planned downtime and whole hours of counts from the
+hourly rollup ``production_counts_1h`` as arrays of bytes (``api/oee/repository.py``);
+:mod:`api.oee.segments` cuts the window at every bucket edge and every edge of planned
+time, and numpy sums the states and places the counts per bucket (:mod:`api.oee.counts`
+reads minute by minute only the hours that need it). A site's lines are computed side by
+side on helper connections (:mod:`api.oee.parallel`).
 """
 
 from __future__ import annotations

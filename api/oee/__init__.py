@@ -1,23 +1,18 @@
-"""OEE: the pure calculation core (calc) and, later, its routes, service and repository."""
+"""OEE: the pure core (calc, result, segments, counts) and its routes, service and repository."""
 
 from api.oee.calc import (
     DEFAULT_STATE_CLASSES,
-    BucketResult,
-    CycleCount,
     LossClass,
     OeeInput,
     OeeInputError,
-    OeeResult,
     PlannedDowntime,
     ProductionCount,
-    SiteOee,
     StateInterval,
     TimeRange,
-    combine_site,
     compute_buckets,
     compute_oee,
-    rollup,
 )
+from api.oee.result import BucketResult, CycleCount, OeeResult, SiteOee, combine_site, rollup
 
 __all__ = [
     "DEFAULT_STATE_CLASSES",

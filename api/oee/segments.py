@@ -27,15 +27,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from api.oee.calc import (
-    BucketResult,
-    CycleCount,
-    OeeResult,
-    TimeRange,
-    bucket_points,
-    merge_mix,
-    window_limits,
-)
+from api.oee.calc import TimeRange, bucket_points, window_limits
+from api.oee.result import BucketResult, CycleCount, OeeResult, merge_mix
 from api.oee.timeline import US_PER_S, Span, SpanIndex, to_us, union
 
 

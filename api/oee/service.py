@@ -51,15 +51,13 @@ from api.oee import counts, segments
 from api.oee import repository as repo
 from api.oee.calc import (
     DEFAULT_STATE_CLASSES,
-    BucketResult,
     LossClass,
     OeeInputError,
-    OeeResult,
     TimeRange,
     check_ideal_cycles,
-    rollup,
 )
 from api.oee.parallel import Helpers
+from api.oee.result import BucketResult, OeeResult, rollup
 from api.oee.schemas import Losses, OeeBucket, OeeFigures, OeeResponse
 
 COMBINED = ("site", "area")

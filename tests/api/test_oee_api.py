@@ -21,14 +21,13 @@ from api.errors import NAIVE_TIMESTAMP
 from api.oee import service
 from api.oee.calc import (
     OeeInput,
-    OeeResult,
     PlannedDowntime,
     ProductionCount,
     StateInterval,
     TimeRange,
     compute_buckets,
-    rollup,
 )
+from api.oee.result import OeeResult, rollup
 from ingest import migrate
 from tests.api.helpers import insert_asset
 

@@ -68,8 +68,8 @@ def _event(stop: Stop, now: datetime) -> Event:
     piece = stop.piece
     return Event(
         asset_id=stop.asset_id, began=piece.interval.start, start=piece.start,
-        end=piece.end or max(now, piece.start), state=piece.state, induced=stop.induced,
-        ref=stop,
+        end=piece.end or max(now, piece.start), state=piece.state,
+        induced=stop.induced and not stop.planned, ref=stop, planned=stop.planned,
     )  # fmt: skip
 
 
@@ -102,7 +102,7 @@ def root_cause(
     members = {int(m["id"]): str(m["path"]) for m in repo.line_machines(session, asset_id)}
     output, flags = _output(session, members)
     machines = _machines(session, line, members, start=start, end=end, now=now)
-    events = [_event(s, now) for m in machines for s in m.stops if not s.planned]
+    events = [_event(s, now) for m in machines for s in m.stops]
     result = summarise(events, attribute(events), start=start, end=end, output_asset=output)
     return _public(
         line, members, result, start=start, end=end, output=output, flags=flags, limit=limit
@@ -152,6 +152,7 @@ def _machine(
         asset_id=asset_id, path=path, is_line_output=asset_id == output,
         own_stops=f.own_stops, own_s=_seconds(f.own), starved_s=_seconds(f.starved),
         blocked_s=_seconds(f.blocked), caused_stops=f.caused_stops, caused_s=_seconds(f.caused),
+        caused_planned_s=_seconds(f.caused_planned),
         output_down_s=_seconds(f.output_down) if has_output else None,
     )  # fmt: skip
 
@@ -176,6 +177,7 @@ def _episode(
     ]  # fmt: skip
     return RootCauseEpisode(
         asset_id=root.asset_id, path=paths[root.asset_id], state=root.state,
-        reason=reason.reason, code=reason.code, start=root.start, end=stop.piece.end,
+        reason=reason.reason, code=reason.code, planned=root.planned, start=root.start,
+        end=stop.piece.end,
         caused_s=_seconds(caused), effects=shown, effects_truncated=len(effects) > MAX_EFFECTS,
     )  # fmt: skip

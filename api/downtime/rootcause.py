@@ -3,8 +3,10 @@
 Machines of a line wait on each other: a machine is *starved* (nothing comes in) or
 *blocked* (its output is full) because another machine stopped. Such a stop is *induced*;
 any other unplanned stop is the machine's *own* (a fault, a jam, an unexplained idle).
-Only unplanned stops take part (the caller leaves planned ones out): a planned stop is no
-loss, and starved time it causes finds no unplanned root (see below).
+A *planned* stop (a changeover, a cleaning, a break on one machine) is no loss of its own,
+but the others may starve or block while it lasts: it can be a root like an own stop, and
+the time rooted in it is shown apart (``caused_planned``), so nobody reads a filler's
+changeover as the packer's unexplained stop.
 
 Attribution of an induced stop that began at ``t`` (the start of the whole stop, not of a
 part an operator gave another reason, nor of the range asked for):
@@ -16,6 +18,8 @@ part an operator gave another reason, nor of the range asked for):
    moment it began (a chain: the packer starved because the labeler starved because the
    capper faulted), never returning to a machine already on the chain.
 3. No candidate (or a chain that runs out): the stop is *unknown*.
+
+A planned stop is only ever a cause: it is neither attributed nor counted as a stop.
 
 Figures over the range (every duration clipped to it): per machine, its own stops (count
 and time), its starved and blocked time, and the induced time its own stops caused on the
@@ -38,7 +42,7 @@ ZERO = timedelta(0)
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """An unplanned stop (or a part of one with one reason) of one machine of the line."""
+    """A stop (or a part of one with one reason) of one machine of the line."""
 
     asset_id: int
     began: datetime  # the start of the whole stop: when causes are looked for
@@ -47,6 +51,7 @@ class Event:
     state: str
     induced: bool
     ref: Hashable = None  # the caller's handle on the stop (for episode lists)
+    planned: bool = False  # a planned stop: a possible root, never a loss (induced is False)
 
 
 @dataclass(slots=True)
@@ -59,6 +64,7 @@ class MachineFigures:
     blocked: timedelta = ZERO
     caused_stops: int = 0
     caused: timedelta = ZERO  # induced time on the other machines
+    caused_planned: timedelta = ZERO  # the part of ``caused`` rooted in its planned stops
     output_down: timedelta = ZERO  # the output machine's stop time this machine caused
 
 
@@ -115,7 +121,7 @@ def attribute(events: Sequence[Event]) -> dict[Event, Event | None]:
     index = _Index(events)
     roots: dict[Event, Event | None] = {}
     for e in events:
-        if e.induced:
+        if e.induced and not e.planned:
             roots[e] = _root(index, e)
     return roots
 
@@ -150,7 +156,7 @@ def summarise(
     output_down = None if output_asset is None else ZERO
     for e in events:
         inside = _inside(e, start, end)
-        if inside <= ZERO:
+        if inside <= ZERO or e.planned:
             continue
         on_output = e.asset_id == output_asset
         if on_output and output_down is not None:
@@ -163,6 +169,8 @@ def summarise(
         target = unknown if root is None else machines[root.asset_id]
         target.caused_stops += 1
         target.caused += inside
+        if root is not None and root.planned:
+            target.caused_planned += inside
         if on_output:
             target.output_down += inside
         if root is not None:

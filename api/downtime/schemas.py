@@ -106,13 +106,16 @@ class RootCauseMachine(BaseModel):
     blocked_s: float = Field(description="Its unplanned time blocked (output full)")
     caused_stops: int = Field(description="Starved/blocked stops of others rooted in its stops")
     caused_s: float = Field(description="Their time")
+    caused_planned_s: float = Field(
+        description="Of caused_s, the part rooted in its planned stops (a changeover, say)"
+    )
     output_down_s: float | None = Field(
         description="Down time of the line's output machine it caused (None: no output set)"
     )
 
 
 class RootCauseUnknown(BaseModel):
-    """Starved and blocked time no own stop of another machine explains."""
+    """Starved and blocked time no stop of another machine (own or planned) explains."""
 
     stops: int
     seconds: float
@@ -138,6 +141,7 @@ class RootCauseEpisode(BaseModel):
     state: str
     reason: str | None
     code: str | None
+    planned: bool = Field(description="The root is a planned stop: no loss of its own")
     start: datetime = Field(description="The root stop's start (may precede the range)")
     end: datetime | None = Field(description="Its end; None while open")
     caused_s: float

@@ -76,6 +76,22 @@ def test_a_part_of_a_stop_is_attributed_by_when_the_whole_stop_began() -> None:
     assert attribute(events)[events[1]] == events[0]
 
 
+def test_a_planned_stop_is_a_root_but_no_loss() -> None:
+    # The capper's changeover (planned) starves the labeler and, through it, the packer.
+    changeover = Event(CAPPER, at(10), at(10), at(20), "changeover", False, planned=True)
+    events = [changeover, ev(LABELER, 11, 21, "starved"), ev(PACKER, 12, 21.5, "starved")]
+    roots = attribute(events)
+    assert roots == {events[1]: changeover, events[2]: changeover}
+    result = summarise(events, roots, start=at(0), end=at(60), output_asset=PACKER)
+    capper = result.machines[CAPPER]
+    assert (capper.own_stops, capper.own) == (0, timedelta(0))  # no loss of its own
+    assert capper.caused == capper.caused_planned == timedelta(minutes=10 + 9.5)
+    assert capper.output_down == result.output_down == timedelta(minutes=9.5)
+    assert result.unknown.caused_stops == 0
+    [episode] = result.episodes
+    assert episode.root is changeover and len(episode.effects) == 2
+
+
 def test_summary_adds_up_to_the_output_down_time() -> None:
     events = [*CASCADE, ev(PACKER, 40, 42, "starved"), ev(PACKER, 50, 53, "fault")]
     result = summarise(events, attribute(events), start=at(0), end=at(60), output_asset=PACKER)
@@ -102,14 +118,19 @@ def test_summary_adds_up_to_the_output_down_time() -> None:
 
 # filler → capper → labeler → packer (the line's output). The capper faults 10..20: the
 # filler is blocked, the labeler and the packer starve. Later the packer starves with no
-# stop anywhere (unknown) and faults on its own.
+# stop anywhere (unknown) and faults on its own. After an hour, the capper's changeover (a
+# planned stop) starves the packer.
 LINE: dict[str, list[tuple[float, float | None, str]]] = {
     "filler": [(0, 11, "running"), (11, 20.5, "blocked"), (20.5, None, "running")],
-    "capper": [(0, 10, "running"), (10, 20, "fault"), (20, None, "running")],
+    "capper": [
+        (0, 10, "running"), (10, 20, "fault"), (20, 70, "running"), (70, 80, "changeover"),
+        (80, None, "running"),
+    ],
     "labeler": [(0, 11.5, "running"), (11.5, 21, "starved"), (21, None, "running")],
     "packer": [
         (0, 12, "running"), (12, 21.5, "starved"), (21.5, 40, "running"), (40, 42, "starved"),
-        (42, 50, "running"), (50, 53, "fault"), (53, None, "running"),
+        (42, 50, "running"), (50, 53, "fault"), (53, 71, "running"), (71, 80, "starved"),
+        (80, None, "running"),
     ],
 }  # fmt: skip
 
@@ -179,6 +200,19 @@ def test_the_capper_caused_it_all(
         "packer",
     ]
     assert episode["caused_s"] == 1710.0 and body["flags"] == []
+
+
+def test_starving_during_a_planned_changeover_goes_to_the_changeover(
+    api_client: TestClient, role_headers: Headers, line: dict[str, Any]
+) -> None:
+    body = _root_cause(api_client, role_headers, line["line"]["id"], 60, 90)
+    capper = next(m for m in body["machines"] if m["asset_id"] == line["capper"])
+    assert (capper["own_stops"], capper["own_s"]) == (0, 0.0)  # the changeover is no loss
+    assert capper["caused_s"] == capper["caused_planned_s"] == capper["output_down_s"] == 540.0
+    assert body["unknown"]["stops"] == 0 and body["output_down_s"] == 540.0
+    [episode] = body["episodes"]
+    assert (episode["state"], episode["planned"]) == ("changeover", True)
+    assert [e["asset_id"] for e in episode["effects"]] == [line["packer"]]
 
 
 def test_causes_that_began_before_the_range_are_found(

@@ -8,6 +8,7 @@ order, before the tick at that time is shown. Each action does one thing::
       - {at: 0, freeze: true}                          # no random stops, no noise
       - {at: 5, machine: filler, state: 21, for: 30}   # a 30 s jam; without ``for``: until changed
       - {at: 10, machine: filler, counter: total, value: 65530}
+      - {at: 12, machine: filler, counter: reject.underfill, value: 4294967290}
       - {at: 60, machine: all, reset: both}            # total | reject | both; default: all
       - {at: 90, changeover: SKU-2210, order: ORD-240100, for: 300}
       - {at: 120, product: SKU-1043, order: ORD-240101}   # machine defaults to all
@@ -41,6 +42,10 @@ def _seconds(value: object) -> float:
     return parse_duration(value, allow_zero=True)
 
 
+def _is_reason(counter: str) -> bool:
+    return counter.startswith("reject.") and len(counter) > len("reject.")
+
+
 class _ActionIn(BaseModel):
     """One action as written in the file."""
 
@@ -50,7 +55,7 @@ class _ActionIn(BaseModel):
     machine: str | None = None
     state: int | None = Field(default=None, ge=0, le=65535)
     for_: float | None = Field(default=None, alias="for")
-    counter: Literal["total", "reject"] | None = None
+    counter: str | None = None  # total, reject, or reject.<reason>
     value: int | None = Field(default=None, ge=0)
     reset: Literal["total", "reject", "both"] | None = None
     product: str | None = None
@@ -62,6 +67,13 @@ class _ActionIn(BaseModel):
     @classmethod
     def _time(cls, v: object) -> float | None:
         return None if v is None else _seconds(v)
+
+    @field_validator("counter")
+    @classmethod
+    def _counter(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("total", "reject") and not _is_reason(v):
+            raise ValueError(f"must be total, reject or reject.<reason>, not {v!r}")
+        return v
 
     @field_validator("product", "changeover", "order")
     @classmethod
@@ -107,7 +119,7 @@ class Action:
     machine: str | None = None
     code: int | None = None
     duration: float | None = None
-    counter: Literal["total", "reject"] | None = None
+    counter: str | None = None  # total, reject or reject.<reason>
     value: int | None = None
     text: str | None = None  # product code
     order: str | None = None
@@ -118,9 +130,13 @@ class Action:
         if self.kind == "state" and self.code is not None:
             model.set_state(self.machine, self.code, duration=self.duration)
         elif self.kind == "counter" and self.machine and self.counter and self.value is not None:
-            model.set_counter(self.machine, self.counter, self.value)
+            if _is_reason(self.counter):
+                model.set_reason_counter(self.machine, self.counter[len("reject.") :], self.value)
+            else:
+                model.set_counter(self.machine, "reject" if self.counter == "reject" else "total",
+                                  self.value)  # fmt: skip
         elif self.kind == "reset":
-            model.reset_counter(self.machine, self.counter)
+            model.reset_counter(self.machine, _reset(self.counter))
         elif self.kind == "product" and self.text:
             model.set_product(self.text, order=self.order, machine=self.machine)
         elif self.kind == "changeover" and self.text:
@@ -138,6 +154,10 @@ class Script:
     @classmethod
     def of(cls, actions: list[Action]) -> Script:
         return cls(tuple(sorted(actions, key=lambda a: a.at)))
+
+
+def _reset(counter: str | None) -> Literal["total", "reject"] | None:
+    return "total" if counter == "total" else "reject" if counter == "reject" else None
 
 
 def _action(a: _ActionIn) -> Action:

@@ -193,6 +193,7 @@ SCRIPT = {
         {"at": 5, "machine": "filler", "state": 21, "for": 10},
         {"at": 7.5, "product": "SKU-1043", "order": "ORD-7"},
         {"at": 20, "machine": "capper", "reset": "total"},
+        {"at": 25, "machine": "capper", "counter": "reject.cap_skewed", "value": 4_294_967_290},
         {"at": 30, "changeover": "SKU-2210", "order": "ORD-8", "for": "5s"},
         {"at": 40, "freeze": False},
     ]
@@ -218,6 +219,8 @@ def test_script_actions_happen_at_their_times() -> None:
     assert (seen[7.5]["labeler"].product, seen[7.5]["labeler"].order) == ("SKU-1043", "ORD-7")
     assert seen[19.5]["capper"].total > 0 and seen[20.0]["capper"].total == 0
     assert seen[20.0]["labeler"].total > 0
+    assert seen[24.5]["capper"].reject_counter("cap_skewed") < 1000
+    assert seen[25.0]["capper"].reject_counter("cap_skewed") == 4_294_967_290
     assert {m.state for m in seen[30.0]} == {Code.CHANGEOVER}
     assert {m.product for m in seen[30.0]} == {"SKU-2210"}
     assert {m.state for m in seen[35.0]} == {Code.RUNNING}
@@ -241,6 +244,10 @@ def test_script_actions_happen_at_their_times() -> None:
         ({"at": 1, "machine": "capper", "state": 21, "for": 0}, "longer than zero"),
         ({"at": 1, "freeze": True, "colour": "red"}, "colour"),
         ({"at": 1, "machine": "filler", "product": "X", "for": 3}, "'for' applies only"),
+        ({"at": 1, "machine": "filler", "counter": "good", "value": 1}, "reject.<reason>"),
+        ({"at": 1, "machine": "filler", "counter": "reject.", "value": 1}, "reject.<reason>"),
+        ({"at": 1, "machine": "filler", "counter": "reject.jam", "value": 1}, "no reject reason"),
+        ({"at": 1, "machine": "packer", "counter": "reject.x", "value": 1}, "no reject reason"),
     ],
 )
 def test_bad_script_actions_are_named(action: dict[str, Any], message: str) -> None:

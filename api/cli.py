@@ -7,14 +7,17 @@ arguments, when present and set, overrides LINEPULSE_DATABASE_URL.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import Any
 
+from fastapi import FastAPI
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from api.auth import keys
-from api.config import ApiSettings
+from api.config import ENV_PREFIX, ApiSettings
 from api.db import make_engine
 
 
@@ -113,16 +116,33 @@ def serve(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     setup_logging(json=settings.environment == "production")
-    app = create_app(settings)
+    workers = getattr(args, "workers", None) or 1
+    if workers == 1:
+        target: Any = create_app(settings)
+    else:
+        # Each worker process builds its own app (pool, helpers) from the environment.
+        os.environ[f"{ENV_PREFIX}DATABASE_URL"] = settings.database_url
+        target = "api.cli:worker_app"
     uvicorn.run(
-        app,
+        target,
+        factory=workers > 1,
         host=settings.api_host,
         port=settings.api_port,
         proxy_headers=True,
         log_level="warning",
-        workers=None,
+        workers=workers if workers > 1 else None,
     )
     return 0
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process of ``linepulse api run --workers N``."""
+    from api.app import create_app
+    from edge_agent.logs import setup_logging
+
+    settings = ApiSettings()
+    setup_logging(json=settings.environment == "production")
+    return create_app(settings)
 
 
 def demo_config(args: argparse.Namespace) -> int:

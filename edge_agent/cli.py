@@ -61,6 +61,17 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(data_dir=args.data_dir, duration=args.duration))
 
 
+def _workers(text: str) -> int:
+    """A worker count for argparse: 1..64."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"must be 1..64, not {n}")
+    return n
+
+
 def _server(module: str, func: str) -> Callable[[argparse.Namespace], int]:
     """Run a server-side command, imported only when it is used (a gateway lacks its deps)."""
 
@@ -119,6 +130,7 @@ def _add_server_roles(roles: Any) -> None:
     serve = api_cmds.add_parser("run", help="serve the API with uvicorn")
     serve.add_argument("--host", dest="api_host", default=None, help="default 127.0.0.1")
     serve.add_argument("--port", dest="api_port", type=int, default=None, help="default 8000")
+    serve.add_argument("--workers", type=_workers, default=1, help="worker processes (default 1)")
     serve.set_defaults(func=_server("api.cli", "serve"))
     keys = api_cmds.add_parser("keys", help="API keys: create, list, revoke")
     key_cmds = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")

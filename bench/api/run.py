@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.api [--machines 100 --days 365 --seed 4
         --database-url postgresql://postgres@127.0.0.1:5432/lp_bench_api
         --reuse --keep --jobs 2 --requests 100 --site-requests 10 --clients 16 --seconds 20
-        --results FILE --profile --json FILE]
+        --results FILE --profile --json FILE --api-workers 1]
 
 1. The database: the bench's own (``--database-url`` names it; never a test database),
    created at the latest schema and filled by :mod:`bench.api.load` (the plant is
@@ -90,7 +90,7 @@ def _viewer_key(url: str) -> str:
 
 
 @contextmanager
-def api_server(url: str, port: int) -> Iterator[None]:
+def api_server(url: str, port: int, workers: int = 1) -> Iterator[None]:
     """``linepulse api run`` against the bench database, stopped (SIGTERM) afterwards."""
     env = {
         **os.environ,
@@ -99,7 +99,9 @@ def api_server(url: str, port: int) -> Iterator[None]:
         "LINEPULSE_API_HOST": "127.0.0.1",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.cli", "api", "run"], cwd=ROOT, env=env
+        [sys.executable, "-m", "edge_agent.cli", "api", "run", "--workers", str(workers)],
+        cwd=ROOT,
+        env=env,
     )
     try:
         wait_port(port, timeout=30)
@@ -348,6 +350,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=20.0, help="throughput phase length")
     ap.add_argument("--results", type=Path, help="write or compare a fixed set of responses")
     ap.add_argument("--profile", action="store_true", help="cProfile the two queries")
+    ap.add_argument("--api-workers", type=int, default=1, help="linepulse api run --workers")
     ap.add_argument("--json", type=Path, help="write the figures as JSON")
     args = ap.parse_args(argv)
     if args.machines < 1 or args.days < 30 or args.days > 366:
@@ -383,7 +386,7 @@ def _measure(args: argparse.Namespace, spec: plant.Spec, url: str) -> list[Figur
         profile(url, spec, p)
     key, port = _viewer_key(url), free_port()
     rng = random.Random(f"{spec.seed}:bench")
-    with api_server(url, port):
+    with api_server(url, port, args.api_workers):
         client = Client(port, key)
         if args.results:
             print(check_results(client, args.results, spec, p))

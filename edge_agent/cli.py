@@ -22,7 +22,7 @@ from edge_agent.logs import setup_logging
 
 def _edge_run(args: argparse.Namespace) -> int:
     from edge_agent.agent import Agent
-    from edge_agent.config import load_config
+    from edge_agent.config_file import load_config
 
     cfg = load_config(args.config)
 
@@ -38,7 +38,7 @@ def _edge_run(args: argparse.Namespace) -> int:
 
 
 def _edge_check(args: argparse.Namespace) -> int:
-    from edge_agent.config import load_config
+    from edge_agent.config_file import load_config
 
     cfg = load_config(args.config)
     tags = sum(len(d.tags) for d in cfg.devices)

@@ -36,7 +36,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent import contract
-from edge_agent.config import load_config
+from edge_agent.config_file import load_config
 
 EXAMPLE = Path(__file__).parent / "examples" / "gateway.yaml"
 DEMO_LINE = "plant1/packaging/line1"

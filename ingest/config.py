@@ -33,8 +33,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from edge_agent.config import parse_duration, parse_size
 from edge_agent.contract import ContractError, check_segment
+from edge_agent.units import parse_duration, parse_size
 from ingest.errors import ConfigError
 
 ENV_PREFIX = "LINEPULSE_"

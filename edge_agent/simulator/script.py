@@ -25,10 +25,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edge_agent.config import parse_duration
 from edge_agent.errors import ConfigError
 from edge_agent.simulator.line import DEFAULT_LINE, MAX_STRING, MachineSpec, SimulatorError
 from edge_agent.simulator.model import LineModel
+from edge_agent.units import parse_duration
 
 Kind = Literal["state", "counter", "reset", "product", "changeover", "freeze"]
 _KINDS: tuple[Kind, ...] = ("state", "counter", "reset", "product", "changeover", "freeze")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edge_agent import contract as c
 from edge_agent.agent import Agent
-from edge_agent.config import load_config
+from edge_agent.config_file import load_config
 from edge_agent.simulator import Simulator
 from tests.harness import Mosquitto
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.config import GatewayConfig, ModbusDevice, OpcUaDevice, load_config
+from edge_agent.config import GatewayConfig, ModbusDevice, OpcUaDevice
+from edge_agent.config_file import load_config
 from edge_agent.errors import ConfigError
 
 GOOD = """\

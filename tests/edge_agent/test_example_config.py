@@ -10,7 +10,8 @@ import pytest
 from asyncua import Client
 from pymodbus.client import AsyncModbusTcpClient
 
-from edge_agent.config import GatewayConfig, ModbusDevice, OpcUaDevice, load_config
+from edge_agent.config import GatewayConfig, ModbusDevice, OpcUaDevice
+from edge_agent.config_file import load_config
 from edge_agent.decode import decode_registers
 from edge_agent.simulator import DEFAULT_LINE, NAMESPACE_URI, STATE_CODES, Code, Simulator
 from edge_agent.simulator.tags import (
